@@ -1,0 +1,106 @@
+"""``relief-export MODEL --out OUT.onnx`` and the subcommands train, prune, inspect, bench, demo.
+
+Every handler raises ReliefError for bad input; ``main`` prints it as one line and returns
+its exit code (2, or 1 for a failed verification).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+from .errors import ReliefError
+
+PROG = "relief-export"
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
+                                         ) from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def _add_fit_options(parser: argparse.ArgumentParser, epochs: int) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=epochs)
+    group.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    group.add_argument("--weight-decay", type=float, default=5e-4)
+    group.add_argument("--milestones", type=_int_list, default=[],
+                       help="epochs at which the learning rate drops 10x, e.g. 30 or 20,40")
+    group.add_argument("--batch-size", type=int, default=64)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    group.add_argument("--augment", action="store_true",
+                       help="random flips and padded crops (CIFAR-style) while training")
+    group.add_argument("--val-fraction", type=float, default=0.1,
+                       help="share of the training split held out to select the best epoch")
+
+
+def fit_config(args: argparse.Namespace):
+    from .prune.train import FitConfig
+
+    return FitConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+                     momentum=args.momentum, weight_decay=args.weight_decay,
+                     milestones=tuple(args.milestones), batch_size=args.batch_size,
+                     seed=args.seed, device=args.device, augment=args.augment)
+
+
+def _train_parser(sub) -> None:
+    from .data import SPEC_HELP
+
+    parser = sub.add_parser("train", help="train a zoo model and save a dense checkpoint")
+    parser.add_argument("--arch", required=True, help="zoo architecture, e.g. lenet300_100")
+    parser.add_argument("--data", required=True, help=SPEC_HELP)
+    parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    _add_fit_options(parser, epochs=20)
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .commands.train import train_command
+
+    return train_command(args)
+
+
+_SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Prune PyTorch models with NNrelief and export compact ONNX.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _SUBCOMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.handler(args))
+    except ReliefError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

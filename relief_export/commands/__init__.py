@@ -1,0 +1,1 @@
+"""Command handlers behind the CLI: argparse namespaces in, exit codes out."""

@@ -1,0 +1,13 @@
+"""Exceptions that the command line turns into one clear line and an exit code."""
+
+
+class ReliefError(Exception):
+    """Bad input from the user (a file, a shape, an option): exit code 2."""
+
+    exit_code = 2
+
+
+class VerificationError(ReliefError):
+    """The exported model does not compute what the torch model computes: exit code 1."""
+
+    exit_code = 1

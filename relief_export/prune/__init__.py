@@ -1,0 +1,1 @@
+"""NNrelief pruning and the training loop it fine-tunes with."""
