@@ -72,7 +72,40 @@ def _run_train(args: argparse.Namespace) -> int:
     return train_command(args)
 
 
-_SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser}
+def _prune_parser(sub) -> None:
+    from .data import SPEC_HELP
+
+    parser = sub.add_parser("prune", help="NNrelief: prune a dense checkpoint iteratively")
+    parser.add_argument("model", help="dense checkpoint (.pt) from `relief-export train`")
+    parser.add_argument("--data", required=True, help=SPEC_HELP)
+    parser.add_argument("--out", required=True, help="masked checkpoint to write (.pt)")
+    group = parser.add_argument_group("NNrelief")
+    group.add_argument("--iterations", type=int, default=5)
+    group.add_argument("--alpha-fc", type=float, default=0.95)
+    group.add_argument("--alpha-conv", type=float, default=0.9)
+    group.add_argument("--calib-samples", type=int, default=1000)
+    group.add_argument("--conv-score", choices=("paper", "reference"), default="paper")
+    group.add_argument("--rewind", action="store_true",
+                       help="reset surviving weights to their initial values before fine-tuning")
+    _add_trust_options(parser)
+    _add_fit_options(parser, epochs=10)
+    parser.set_defaults(handler=_run_prune)
+
+
+def _add_trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow loading a pickled nn.Module (runs code from the file)")
+    parser.add_argument("--allow-factory", action="store_true",
+                        help="allow importing the model factory a checkpoint names")
+
+
+def _run_prune(args: argparse.Namespace) -> int:
+    from .commands.prune import prune_command
+
+    return prune_command(args)
+
+
+_SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_parser}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,11 @@ class PadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))."""
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x) * shortcut_gate).
+
+    ``shortcut_gate`` is a per-channel 0/1 buffer (all ones when dense): NNrelief's residual
+    rule closes it for channels where the shortcut carries too little of the signal.
+    """
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
@@ -28,11 +32,12 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
             self.shortcut = PadShortcut(in_planes, planes)
+        self.register_buffer("shortcut_gate", torch.ones(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(out + self.shortcut(x) * self.shortcut_gate.view(1, -1, 1, 1))
 
 
 class CifarResNet(nn.Module):

@@ -1,0 +1,215 @@
+"""NNrelief: ``relief_scores``, one pruning pass ``relief_step``, and the iterative ``relief``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.utils.data import Dataset, Subset
+from tqdm import tqdm
+
+from ..data.tensors import batches
+from ..errors import ReliefError
+from .activity import Activity, collect, iterate_inputs, layer_hooks
+from .channels import read_units
+from .metrics import layer_densities, summary
+from .select import MaskPlan, check_alpha, keep_mask
+from .structure import LAYER_TYPES, Structure, discover
+from .train import FitConfig, evaluate, fit
+
+
+def relief_scores(model: nn.Module, inputs: Any, *, conv_score: str = "paper"
+                  ) -> dict[str, torch.Tensor]:
+    """Per Linear / Conv2d (by module name): contributions [out, contributors + 1], bias last."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    if not layers:
+        raise ReliefError(f"{type(model).__name__} has no Linear or Conv2d layer to score")
+    activity = collect(model, layers, inputs, conv_score)
+    return {name: stats.contributions().float() for name, stats in activity.layers.items()}
+
+
+def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
+                alpha_conv: float = 0.9, conv_score: str = "paper") -> dict[str, torch.Tensor]:
+    """One NNrelief pass, applied in place; returns the boolean keep-masks by tensor name.
+
+    Statistics come from one forward pass before any pruning of this pass. Then: the keep rule
+    per unit, dead units, the residual rule, and backward pruning of unread units to a fixed
+    point. Any error is raised before the model is touched.
+    """
+    check_alpha(alpha_fc, "alpha_fc")
+    check_alpha(alpha_conv, "alpha_conv")
+    _check_parameters(model)
+    structure = discover(model)
+    watch = [*structure.activation_of.values(),
+             *(side.node for _, *sides in structure.residual_adds for side in sides)]
+    activity = collect(model, structure.layers, inputs, conv_score, structure.graph_module,
+                       watch)
+    gates = {side.gate for _, *sides in structure.residual_adds for side in sides if side.gate}
+    plan = MaskPlan(model, structure.layers, structure.batchnorm_of, gates)
+    for name, layer in structure.layers.items():
+        alpha = alpha_fc if isinstance(layer, nn.Linear) else alpha_conv
+        plan.restrict_layer(name, keep_mask(activity.layers[name].contributions(), alpha))
+    _prune_dead_units(plan, structure, activity)
+    _apply_residual_rule(plan, structure, activity, alpha_fc, alpha_conv)
+    plan.apply()
+    prune_unread(plan, structure.graph_module, structure.layers)
+    return {name: mask.clone() for name, mask in plan.masks.items()}
+
+
+def _check_parameters(model: nn.Module) -> None:
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ReliefError(f"NaN or infinite values in {name!r}; fix or retrain the model")
+
+
+def _prune_dead_units(plan: MaskPlan, structure: Structure, activity: Activity) -> None:
+    """A unit whose post-activation output is 0 on every sample and position loses everything."""
+    for layer, node in structure.activation_of.items():
+        peak = activity.values[node].channel_max
+        if peak is None:
+            continue
+        for unit in torch.nonzero(peak == 0).flatten().tolist():
+            plan.prune_unit(layer, unit)
+
+
+def _apply_residual_rule(plan: MaskPlan, structure: Structure, activity: Activity,
+                         alpha_fc: float, alpha_conv: float) -> None:
+    """At out = a + b, per channel keep the sides whose share of ||a|| + ||b|| survives."""
+    for add, *sides in structure.residual_adds:
+        norms = [activity.values[side.node] for side in sides]
+        if any(n.abs_sum is None for n in norms) or norms[0].abs_sum.shape != \
+                norms[1].abs_sum.shape:  # type: ignore[union-attr]
+            continue
+        alpha = alpha_conv if norms[0].abs_sum.dim() >= 3 else alpha_fc  # type: ignore[union-attr]
+        scores = torch.stack([n.channel_norms() for n in norms], dim=1)
+        kept = keep_mask(scores, alpha)
+        for column, side in enumerate(sides):
+            for channel in torch.nonzero(~kept[:, column]).flatten().tolist():
+                if side.layer is not None:
+                    plan.prune_unit(side.layer, channel)
+                elif side.gate is not None:
+                    plan.close_gate(side.gate, channel)
+
+
+def prune_unread(plan: MaskPlan, graph_module: fx.GraphModule,
+                 layers: dict[str, nn.Module]) -> int:
+    """Backward pruning to a fixed point: units nobody reads lose their inputs, bias and BN."""
+    rounds = 0
+    while True:
+        read = read_units(graph_module)
+        changed = False
+        for name, layer in layers.items():
+            units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+            for unit in range(units):
+                if (name, unit) not in read:
+                    changed |= plan.prune_unit(name, unit)
+        if not changed:
+            return rounds
+        plan.apply()
+        rounds += 1
+
+
+def conv_positions(model: nn.Module, inputs: Any) -> dict[str, int]:
+    """H_out * W_out per Conv2d for one sample of ``inputs`` (for FLOP counts)."""
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    first = next(iterate_inputs(inputs))[:1]
+    was_training = model.training
+    model.eval()
+    try:
+        with layer_hooks(layers, "reference") as stats, torch.no_grad():
+            model(first)
+    finally:
+        model.train(was_training)
+    return {name: s.positions for name, s in stats.items()}
+
+
+@dataclass(frozen=True)
+class ReliefConfig:
+    """The iterative procedure: alphas, calibration size and how to fine-tune after each pass."""
+
+    iterations: int = 5
+    alpha_fc: float = 0.95
+    alpha_conv: float = 0.9
+    calib_samples: int = 1000
+    conv_score: str = "paper"
+    finetune: FitConfig = field(default_factory=FitConfig)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_alpha(self.alpha_fc, "alpha_fc")
+        check_alpha(self.alpha_conv, "alpha_conv")
+        if self.iterations < 1 or self.calib_samples < 1:
+            raise ReliefError(f"iterations and calib_samples must be >= 1, got "
+                              f"{self.iterations}, {self.calib_samples}")
+
+
+@dataclass
+class ReliefResult:
+    model: nn.Module
+    history: list[dict[str, Any]]
+
+
+def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = None, *,
+           val_data: Dataset | None = None, test_data: Dataset | None = None,
+           rewind_to: dict[str, torch.Tensor] | None = None, progress: bool = True,
+           **overrides: Any) -> ReliefResult:
+    """Prune, (optionally rewind,) fine-tune with masks fixed; repeat. History per iteration.
+
+    ``overrides`` set ReliefConfig fields by keyword (``iterations=10, alpha_fc=0.95``).
+    """
+    config = replace(config or ReliefConfig(), **overrides)
+    if len(train_data) == 0:  # type: ignore[arg-type]
+        raise ReliefError("the training data is empty")
+    positions = conv_positions(model, next(batches(train_data, 1))[0])
+    history = [_record(0, model, positions, val_data, test_data, 0.0)]
+    bar = tqdm(range(1, config.iterations + 1), desc="NNrelief", unit="iter",
+               disable=None if progress else True)
+    for iteration in bar:
+        start = time.perf_counter()
+        calibration = _calibration_batches(train_data, config, iteration)
+        relief_step(model, calibration, alpha_fc=config.alpha_fc,
+                    alpha_conv=config.alpha_conv, conv_score=config.conv_score)
+        if rewind_to is not None:
+            rewind(model, rewind_to)
+        fit(model, train_data, replace(config.finetune, seed=config.seed + iteration),
+            val_data, progress=progress, desc=f"fine-tune {iteration}")
+        entry = _record(iteration, model, positions, val_data, test_data,
+                        time.perf_counter() - start)
+        history.append(entry)
+        bar.set_postfix(weights=f"{entry['remaining_weights']:.4f}",
+                        val=f"{entry.get('val_accuracy', float('nan')):.4f}")
+    return ReliefResult(model, history)
+
+
+def _calibration_batches(train_data: Dataset, config: ReliefConfig, iteration: int):
+    """``calib_samples`` random training samples (no augmentation), new ones every iteration."""
+    generator = torch.Generator().manual_seed(config.seed * 1000 + iteration)
+    count = min(config.calib_samples, len(train_data))  # type: ignore[arg-type]
+    chosen = torch.randperm(len(train_data), generator=generator)[:count]  # type: ignore[arg-type]
+    return [x for x, _ in batches(Subset(train_data, chosen.tolist()), 250)]
+
+
+def rewind(model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
+    """Reset surviving weights to their initial values; pruned ones stay 0 through the masks."""
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, value in initial.items():
+            target = name + "_orig" if name + "_orig" in state else name
+            if target in state and state[target].shape == value.shape:
+                state[target].copy_(value)
+
+
+def _record(iteration: int, model: nn.Module, positions: dict[str, int],
+            val_data: Dataset | None, test_data: Dataset | None, seconds: float
+            ) -> dict[str, Any]:
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    entry: dict[str, Any] = {"iteration": iteration, **summary(layer_densities(layers, positions))}
+    if val_data is not None:
+        entry["val_accuracy"] = evaluate(model, val_data)
+    if test_data is not None:
+        entry["test_accuracy"] = evaluate(model, test_data)
+    entry["seconds"] = round(seconds, 3)
+    return entry

@@ -1,0 +1,175 @@
+"""How a model's layers connect, discovered by tracing (torch.fx), never by names or order.
+
+For NNrelief we need, per Linear / Conv2d: the BatchNorm that directly follows it, the node
+whose output is its post-activation signal (for the dead-unit rule), and, per residual add,
+what owns each side (a layer whose units can be pruned, or a per-channel gate buffer).
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from ..errors import ReliefError
+
+LAYER_TYPES = (nn.Linear, nn.Conv2d)
+BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
+ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
+                      nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish,
+                      nn.Softplus)
+ACTIVATION_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.elu,
+                        F.selu, F.gelu, F.silu, torch.sigmoid, torch.tanh, F.hardtanh,
+                        F.hardswish, F.mish, F.softplus}
+ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"}
+PASSTHROUGH_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
+PASSTHROUGH_FUNCTIONS = {F.dropout, F.dropout2d}
+ADD_TARGETS = {operator.add, operator.iadd, torch.add}
+MUL_TARGETS = {operator.mul, operator.imul, torch.mul}
+
+
+@dataclass(frozen=True)
+class Side:
+    """One input of a residual add: the layer (with its BN) or the gate that controls it."""
+
+    node: fx.Node
+    layer: str | None = None
+    batchnorm: str | None = None
+    gate: str | None = None
+
+
+@dataclass
+class Structure:
+    """The traced graph and the facts NNrelief needs about it."""
+
+    graph_module: fx.GraphModule
+    layers: dict[str, nn.Module] = field(default_factory=dict)
+    batchnorm_of: dict[str, str] = field(default_factory=dict)
+    activation_of: dict[str, fx.Node] = field(default_factory=dict)
+    residual_adds: list[tuple[fx.Node, Side, Side]] = field(default_factory=list)
+
+
+def trace(model: nn.Module) -> fx.GraphModule:
+    """A torch.fx trace sharing ``model``'s submodules, parameters and buffers."""
+    tracer = fx.Tracer()
+    tracer.proxy_buffer_attributes = True  # buffers become get_attr nodes, not copies
+    try:
+        graph = tracer.trace(model)
+        return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ReliefError(f"cannot trace {type(model).__name__} with torch.fx ({first}); "
+                          "NNrelief needs a forward without data-dependent control flow"
+                          ) from None
+
+
+def discover(model: nn.Module) -> Structure:
+    """Trace ``model`` and find its layers, their BatchNorms, activations and residual adds."""
+    graph_module = trace(model)
+    modules = dict(graph_module.named_modules())
+    structure = Structure(graph_module)
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], LAYER_TYPES):
+            name = str(node.target)
+            structure.layers[name] = modules[name]
+            batchnorm = _sole_batchnorm_user(node, modules)
+            if batchnorm is not None:
+                structure.batchnorm_of[name] = str(batchnorm.target)
+            activation = _activation_after(batchnorm or node, modules)
+            if activation is not None:
+                structure.activation_of[name] = activation
+        elif is_add(node) and _tensor_args(node) == 2:
+            left, right = (a for a in node.args[:2] if isinstance(a, fx.Node))
+            structure.residual_adds.append((node, _side(left, modules), _side(right, modules)))
+    if not structure.layers:
+        raise ReliefError(f"{type(model).__name__} has no Linear or Conv2d layer to prune")
+    return structure
+
+
+def is_add(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in ADD_TARGETS) or (
+        node.op == "call_method" and node.target in ("add", "add_"))
+
+
+def is_mul(node: fx.Node) -> bool:
+    return (node.op == "call_function" and node.target in MUL_TARGETS) or (
+        node.op == "call_method" and node.target in ("mul", "mul_"))
+
+
+def is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[str(node.target)], ACTIVATION_MODULES)
+    if node.op == "call_function":
+        return node.target in ACTIVATION_FUNCTIONS
+    return node.op == "call_method" and node.target in ACTIVATION_METHODS
+
+
+def is_passthrough(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
+    """Per-channel operations that leave a unit's identity intact (dropout, identity)."""
+    if node.op == "call_module":
+        return isinstance(modules[str(node.target)], PASSTHROUGH_MODULES)
+    return node.op == "call_function" and node.target in PASSTHROUGH_FUNCTIONS
+
+
+def _tensor_args(node: fx.Node) -> int:
+    return sum(isinstance(a, fx.Node) for a in node.args[:2])
+
+
+def _sole_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def _sole_batchnorm_user(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+    user = _sole_user(node)
+    if user is not None and user.op == "call_module" and \
+            isinstance(modules[str(user.target)], BATCHNORM_TYPES):
+        return user
+    return None
+
+
+def _activation_after(node: fx.Node, modules: dict[str, nn.Module]) -> fx.Node | None:
+    """The first activation reached through sole users that keep units separate."""
+    current = _sole_user(node)
+    while current is not None and is_passthrough(current, modules):
+        current = _sole_user(current)
+    if current is not None and is_activation(current, modules) and current.args[0] is not None:
+        return current
+    return None
+
+
+def _side(node: fx.Node, modules: dict[str, nn.Module]) -> Side:
+    """Walk back from an add input through BN / dropout to the layer or gate that owns it."""
+    current, batchnorm = node, None
+    while True:
+        if current.op == "call_module":
+            module = modules[str(current.target)]
+            if isinstance(module, LAYER_TYPES):
+                return Side(node, layer=str(current.target), batchnorm=batchnorm)
+            if isinstance(module, BATCHNORM_TYPES) and batchnorm is None:
+                batchnorm = str(current.target)
+            elif not isinstance(module, PASSTHROUGH_MODULES):
+                return Side(node)
+        elif is_mul(current):
+            return Side(node, gate=_gate_name(current))
+        else:
+            return Side(node)
+        previous = current.args[0]
+        if not isinstance(previous, fx.Node) or len(previous.users) != 1:
+            return Side(node)
+        current = previous
+
+
+def _gate_name(node: fx.Node) -> str | None:
+    """The buffer of a ``x * gate.view(1, -1, 1, 1)`` node, if one operand is such a buffer."""
+    for operand in node.args[:2]:
+        current = operand
+        while isinstance(current, fx.Node) and current.op == "call_method" and \
+                current.target in ("view", "reshape", "unsqueeze", "expand_as", "to"):
+            current = current.args[0]
+        if isinstance(current, fx.Node) and current.op == "get_attr":
+            return str(current.target)
+    return None
