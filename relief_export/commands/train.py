@@ -47,7 +47,8 @@ def train_command(args: argparse.Namespace) -> int:
     model = build_for_data(args.arch, train_full)
     result = fit(model, train_set, config, val_set, desc=f"train {args.arch}")
     test_accuracy = evaluate(model, test_set)
-    metrics = {"test_accuracy": test_accuracy, "init_seed": args.seed, "val_accuracy": result.best_val_accuracy,
+    metrics = {"test_accuracy": test_accuracy, "init_seed": args.seed,
+               "val_accuracy": result.best_val_accuracy,
                "best_epoch": result.best_epoch + 1, "epochs": args.epochs,
                "train_config": {k: v for k, v in vars(config).items()}}
     kwargs = {"num_classes": train_full.num_classes, "in_channels": train_full.sample_shape[0]}

@@ -32,6 +32,7 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
             self.shortcut = PadShortcut(in_planes, planes)
+        self.shortcut_gate: torch.Tensor
         self.register_buffer("shortcut_gate", torch.ones(planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

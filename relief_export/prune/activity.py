@@ -10,7 +10,7 @@ number of samples.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from .scores import (
     linear_input_sum,
     output_positions,
 )
+from .structure import Layer
 
 CONV_SCORES = ("paper", "reference")
 DEFAULT_BATCH = 128
@@ -41,7 +42,7 @@ class LayerStats:
     """
 
     name: str
-    layer: nn.Module
+    layer: Layer
     conv_score: str = "paper"
     count: int = 0
     total: torch.Tensor | None = None
@@ -53,7 +54,7 @@ class LayerStats:
             part = linear_input_sum(x)
             self.count += x.numel() // x.shape[-1]
         else:
-            geometry = ConvGeometry.of(self.layer)  # type: ignore[arg-type]
+            geometry = ConvGeometry.of(self.layer)
             self.positions = output_positions(x.shape[2:], geometry)
             self.count += x.shape[0]
             part = x.detach().abs().sum(0, dtype=torch.float64) \
@@ -127,7 +128,8 @@ def iterate_inputs(inputs: torch.Tensor | Iterable[Any], batch_size: int = DEFAU
 
 
 @contextlib.contextmanager
-def layer_hooks(layers: dict[str, nn.Module], conv_score: str) -> Iterator[dict[str, LayerStats]]:
+def layer_hooks(layers: Mapping[str, Layer], conv_score: str
+                ) -> Iterator[dict[str, LayerStats]]:
     """Forward pre-hooks feeding one LayerStats per layer; removed however the block exits."""
     if conv_score not in CONV_SCORES:
         raise ReliefError(f"conv_score must be one of {CONV_SCORES}, got {conv_score!r}")
@@ -158,7 +160,7 @@ class _Recorder(ShapeProp):
         return result
 
 
-def collect(model: nn.Module, layers: dict[str, nn.Module], inputs: Any, conv_score: str,
+def collect(model: nn.Module, layers: Mapping[str, Layer], inputs: Any, conv_score: str,
             graph_module: fx.GraphModule | None = None, watch: Iterable[fx.Node] = ()
             ) -> Activity:
     """One pass over ``inputs`` in eval mode; the model's train/eval state is restored."""
@@ -169,6 +171,8 @@ def collect(model: nn.Module, layers: dict[str, nn.Module], inputs: Any, conv_sc
     try:
         with layer_hooks(layers, conv_score) as stats, torch.no_grad():
             for batch in iterate_inputs(inputs):
+                if batch.shape[0] == 0:
+                    continue
                 _run(model, graph_module, values, batch)
                 samples += batch.shape[0]
     finally:

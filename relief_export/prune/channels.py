@@ -28,8 +28,10 @@ from .structure import (
     LAYER_TYPES,
     PASSTHROUGH_FUNCTIONS,
     PASSTHROUGH_MODULES,
+    Layer,
     is_add,
     is_mul,
+    out_units,
 )
 
 Unit = tuple[str, int]
@@ -107,15 +109,19 @@ class ChannelFlow:
     def _module(self, node: fx.Node, module: nn.Module) -> Any:
         if isinstance(module, LAYER_TYPES):
             self._read_by_layer(node, module)
-            return [frozenset({(str(node.target), j)}) for j in range(_out_units(module))]
+            return [frozenset({(str(node.target), j)}) for j in range(out_units(module))]
         if isinstance(module, _KEEP_MODULES):
             return self._keep(node)
         if isinstance(module, nn.Flatten):
             return self._reshape(node)
         return self._opaque(node)
 
-    def _read_by_layer(self, node: fx.Node, layer: nn.Module) -> None:
-        channels = self.values.get(node.args[0]) if isinstance(node.args[0], fx.Node) else None
+    def _value(self, argument: Any) -> Any:
+        """The provenance of a node argument (None for constants and non-tensors)."""
+        return self.values.get(argument) if isinstance(argument, fx.Node) else None
+
+    def _read_by_layer(self, node: fx.Node, layer: Layer) -> None:
+        channels = self._value(node.args[0])
         if not isinstance(channels, list):
             self._read_all(node.args)
             return
@@ -128,15 +134,13 @@ class ChannelFlow:
 
     # -- per-channel operations -------------------------------------------------------------
     def _keep(self, node: fx.Node) -> Any:
-        source = node.args[0] if node.args else None
-        value = self.values.get(source) if isinstance(source, fx.Node) else None
+        value = self._value(node.args[0]) if node.args else None
         if isinstance(value, list) and len(value) == _channels(node):
             return value
         return self._opaque(node)
 
     def _add(self, node: fx.Node) -> Any:
-        parts = [self.values.get(a) for a in node.args[:2] if isinstance(a, fx.Node)]
-        parts = [p for p in parts if isinstance(p, list)]
+        parts = [p for p in map(self._value, node.args[:2]) if isinstance(p, list)]
         width = _channels(node)
         if not parts or any(len(p) not in (1, width) for p in parts):
             return self._opaque(node)
@@ -149,7 +153,7 @@ class ChannelFlow:
         data = [a for a, c in zip(tensors, constants, strict=True) if c is None]
         if len(data) != 1:
             return self._opaque(node) if len(data) > 1 else None
-        value = self.values.get(data[0])
+        value = self._value(data[0])
         if not isinstance(value, list):
             return self._opaque(node)
         scale = next((c for c in constants if c is not None), None)
@@ -178,7 +182,7 @@ class ChannelFlow:
     # -- moving channels ----------------------------------------------------------------------
     def _reshape(self, node: fx.Node) -> Any:
         source = node.args[0]
-        value = self.values.get(source) if isinstance(source, fx.Node) else None
+        value = self._value(source)
         in_shape, out_shape = _shape(source), _shape(node)
         if not isinstance(value, list) or in_shape is None or out_shape is None:
             return self._opaque(node)
@@ -193,8 +197,7 @@ class ChannelFlow:
     def _cat(self, node: fx.Node) -> Any:
         tensors = node.args[0]
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        parts = [self.values.get(t) for t in tensors] if isinstance(tensors, list | tuple) \
-            else []
+        parts = [self._value(t) for t in tensors] if isinstance(tensors, list | tuple) else []
         if not parts or not all(isinstance(p, list) for p in parts):
             return self._opaque(node)
         if dim == 1 or (isinstance(dim, int) and dim == 1 - len(_shape(node) or ())):
@@ -204,9 +207,9 @@ class ChannelFlow:
         return self._opaque(node)
 
     def _pad(self, node: fx.Node) -> Any:
-        value = self.values.get(node.args[0])  # type: ignore[arg-type]
+        value = self._value(node.args[0])
         pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
-        shape = _shape(node.args[0])  # type: ignore[arg-type]
+        shape = _shape(node.args[0])
         mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
         if not isinstance(value, list) or shape is None or not isinstance(pad, list | tuple):
             return self._opaque(node)
@@ -220,7 +223,7 @@ class ChannelFlow:
         return [EMPTY] * before + value + [EMPTY] * after
 
     def _getitem(self, node: fx.Node) -> Any:
-        value = self.values.get(node.args[0])  # type: ignore[arg-type]
+        value = self._value(node.args[0])
         index = node.args[1]
         if isinstance(value, tuple) and isinstance(index, int):
             return value[index]
@@ -262,7 +265,7 @@ class ChannelFlow:
         return set()
 
 
-def read_input_channels(layer: nn.Module) -> torch.Tensor:
+def read_input_channels(layer: Layer) -> torch.Tensor:
     """Bool [in]: input features / channels that some nonzero weight reads."""
     weight = layer.weight.detach()
     if isinstance(layer, nn.Linear):
@@ -272,10 +275,6 @@ def read_input_channels(layer: nn.Module) -> torch.Tensor:
     groups = layer.groups
     used = weight.ne(0).any(3).any(2)  # [out, in/g]
     return used.view(groups, out // groups, per_in).any(1).flatten()
-
-
-def _out_units(layer: nn.Module) -> int:
-    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
 def _shape(node: fx.Node | Any) -> tuple[int, ...] | None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
+
+from .structure import Layer
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ class LayerDensity:
         return self.nonzero / self.weights if self.weights else 0.0
 
 
-def layer_densities(layers: dict[str, nn.Module], positions: dict[str, int]
+def layer_densities(layers: Mapping[str, Layer], positions: Mapping[str, int]
                     ) -> list[LayerDensity]:
     """MACs = weights x output positions (1 for Linear); nonzero MACs use nonzero weights."""
     rows = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -13,18 +14,18 @@ from tqdm import tqdm
 
 from ..data.tensors import batches
 from ..errors import ReliefError
-from .activity import Activity, collect, iterate_inputs, layer_hooks
+from .activity import Activity, collect, iterate_inputs
 from .channels import read_units
 from .metrics import layer_densities, summary
 from .select import MaskPlan, check_alpha, keep_mask
-from .structure import LAYER_TYPES, Structure, discover
+from .structure import Layer, Structure, discover, find_layers, out_units
 from .train import FitConfig, evaluate, fit
 
 
 def relief_scores(model: nn.Module, inputs: Any, *, conv_score: str = "paper"
                   ) -> dict[str, torch.Tensor]:
     """Per Linear / Conv2d (by module name): contributions [out, contributors + 1], bias last."""
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    layers = find_layers(model)
     if not layers:
         raise ReliefError(f"{type(model).__name__} has no Linear or Conv2d layer to score")
     activity = collect(model, layers, inputs, conv_score)
@@ -78,13 +79,12 @@ def _prune_dead_units(plan: MaskPlan, structure: Structure, activity: Activity) 
 def _apply_residual_rule(plan: MaskPlan, structure: Structure, activity: Activity,
                          alpha_fc: float, alpha_conv: float) -> None:
     """At out = a + b, per channel keep the sides whose share of ||a|| + ||b|| survives."""
-    for add, *sides in structure.residual_adds:
-        norms = [activity.values[side.node] for side in sides]
-        if any(n.abs_sum is None for n in norms) or norms[0].abs_sum.shape != \
-                norms[1].abs_sum.shape:  # type: ignore[union-attr]
+    for _add, *sides in structure.residual_adds:
+        sums = [activity.values[side.node].abs_sum for side in sides]
+        if sums[0] is None or sums[1] is None or sums[0].shape != sums[1].shape:
             continue
-        alpha = alpha_conv if norms[0].abs_sum.dim() >= 3 else alpha_fc  # type: ignore[union-attr]
-        scores = torch.stack([n.channel_norms() for n in norms], dim=1)
+        alpha = alpha_conv if sums[0].dim() >= 3 else alpha_fc
+        scores = torch.stack([activity.values[side.node].channel_norms() for side in sides], 1)
         kept = keep_mask(scores, alpha)
         for column, side in enumerate(sides):
             for channel in torch.nonzero(~kept[:, column]).flatten().tolist():
@@ -95,15 +95,14 @@ def _apply_residual_rule(plan: MaskPlan, structure: Structure, activity: Activit
 
 
 def prune_unread(plan: MaskPlan, graph_module: fx.GraphModule,
-                 layers: dict[str, nn.Module]) -> int:
+                 layers: Mapping[str, Layer]) -> int:
     """Backward pruning to a fixed point: units nobody reads lose their inputs, bias and BN."""
     rounds = 0
     while True:
         read = read_units(graph_module)
         changed = False
         for name, layer in layers.items():
-            units = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
-            for unit in range(units):
+            for unit in range(out_units(layer)):
                 if (name, unit) not in read:
                     changed |= plan.prune_unit(name, unit)
         if not changed:
@@ -114,16 +113,9 @@ def prune_unread(plan: MaskPlan, graph_module: fx.GraphModule,
 
 def conv_positions(model: nn.Module, inputs: Any) -> dict[str, int]:
     """H_out * W_out per Conv2d for one sample of ``inputs`` (for FLOP counts)."""
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    first = next(iterate_inputs(inputs))[:1]
-    was_training = model.training
-    model.eval()
-    try:
-        with layer_hooks(layers, "reference") as stats, torch.no_grad():
-            model(first)
-    finally:
-        model.train(was_training)
-    return {name: s.positions for name, s in stats.items()}
+    layers = {n: m for n, m in find_layers(model).items() if isinstance(m, nn.Conv2d)}
+    activity = collect(model, layers, next(iterate_inputs(inputs))[:1], "reference")
+    return {name: stats.positions for name, stats in activity.layers.items()}
 
 
 @dataclass(frozen=True)
@@ -205,7 +197,7 @@ def rewind(model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
 def _record(iteration: int, model: nn.Module, positions: dict[str, int],
             val_data: Dataset | None, test_data: Dataset | None, seconds: float
             ) -> dict[str, Any]:
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    layers = find_layers(model)
     entry: dict[str, Any] = {"iteration": iteration, **summary(layer_densities(layers, positions))}
     if val_data is not None:
         entry["val_accuracy"] = evaluate(model, val_data)

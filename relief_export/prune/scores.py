@@ -157,7 +157,7 @@ def _gram_norms(kernel: torch.Tensor, patches: torch.Tensor, groups: int) -> tor
 
     Only the upper triangle (t <= u) is used, off-diagonal terms doubled.
     """
-    n, cin, taps, _ = patches.shape
+    taps = patches.shape[2]
     gram = torch.matmul(patches, patches.transpose(2, 3))  # [N, in, T, T]
     rows, cols = torch.triu_indices(taps, taps)
     weights = torch.where(rows == cols, 1.0, 2.0)

@@ -8,6 +8,8 @@ positive (zero scores are never kept). Ties keep the lower index first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
@@ -39,8 +41,8 @@ class MaskPlan:
     per-channel shortcut gates (buffers).
     """
 
-    def __init__(self, model: nn.Module, layers: dict[str, nn.Module],
-                 batchnorm_of: dict[str, str], gates: set[str]) -> None:
+    def __init__(self, model: nn.Module, layers: Mapping[str, nn.Module],
+                 batchnorm_of: Mapping[str, str], gates: set[str]) -> None:
         self.model = model
         self.layers = layers
         self.batchnorm_of = batchnorm_of

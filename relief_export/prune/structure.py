@@ -17,6 +17,7 @@ from torch import fx, nn
 from ..errors import ReliefError
 
 LAYER_TYPES = (nn.Linear, nn.Conv2d)
+Layer = nn.Linear | nn.Conv2d
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
                       nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish,
@@ -46,7 +47,7 @@ class Structure:
     """The traced graph and the facts NNrelief needs about it."""
 
     graph_module: fx.GraphModule
-    layers: dict[str, nn.Module] = field(default_factory=dict)
+    layers: dict[str, Layer] = field(default_factory=dict)
     batchnorm_of: dict[str, str] = field(default_factory=dict)
     activation_of: dict[str, fx.Node] = field(default_factory=dict)
     residual_adds: list[tuple[fx.Node, Side, Side]] = field(default_factory=list)
@@ -87,6 +88,16 @@ def discover(model: nn.Module) -> Structure:
     if not structure.layers:
         raise ReliefError(f"{type(model).__name__} has no Linear or Conv2d layer to prune")
     return structure
+
+
+def find_layers(model: nn.Module) -> dict[str, Layer]:
+    """Every Linear / Conv2d by qualified module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+
+
+def out_units(layer: Layer) -> int:
+    """Output neurons of a Linear, filters of a Conv2d."""
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
 def is_add(node: fx.Node) -> bool:
