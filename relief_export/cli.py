@@ -85,6 +85,8 @@ def _prune_parser(sub) -> None:
     group.add_argument("--alpha-conv", type=float, default=0.9)
     group.add_argument("--calib-samples", type=int, default=1000)
     group.add_argument("--conv-score", choices=("paper", "reference"), default="paper")
+    group.add_argument("--target-remaining", type=float, default=None,
+                       help="stop early once this fraction of the weights remains")
     group.add_argument("--rewind", action="store_true",
                        help="reset surviving weights to their initial values before fine-tuning")
     _add_trust_options(parser)

@@ -26,7 +26,7 @@ def prune_command(args: argparse.Namespace) -> int:
     config = ReliefConfig(iterations=args.iterations, alpha_fc=args.alpha_fc,
                           alpha_conv=args.alpha_conv, calib_samples=args.calib_samples,
                           conv_score=args.conv_score, finetune=fit_config(args),
-                          seed=args.seed)
+                          seed=args.seed, target_remaining=args.target_remaining)
     full = data.load(args.data, "train")
     test = data.load(args.data, "test")
     train, val = data.train_val_split(full, args.val_fraction, args.seed)

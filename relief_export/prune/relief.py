@@ -129,6 +129,7 @@ class ReliefConfig:
     conv_score: str = "paper"
     finetune: FitConfig = field(default_factory=FitConfig)
     seed: int = 0
+    target_remaining: float | None = None  # stop early once this weight fraction is reached
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha_fc, "alpha_fc")
@@ -149,6 +150,8 @@ def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = 
            rewind_to: dict[str, torch.Tensor] | None = None, progress: bool = True,
            **overrides: Any) -> ReliefResult:
     """Prune, (optionally rewind,) fine-tune with masks fixed; repeat. History per iteration.
+
+    Runs ``iterations`` passes, or fewer once ``target_remaining`` of the weights is reached.
 
     ``overrides`` set ReliefConfig fields by keyword (``iterations=10, alpha_fc=0.95``).
     """
@@ -173,6 +176,9 @@ def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = 
         history.append(entry)
         bar.set_postfix(weights=f"{entry['remaining_weights']:.4f}",
                         val=f"{entry.get('val_accuracy', float('nan')):.4f}")
+        if config.target_remaining is not None and \
+                entry["remaining_weights"] <= config.target_remaining:
+            break
     return ReliefResult(model, history)
 
 

@@ -70,7 +70,7 @@ def conv_slice_norms(weight: torch.Tensor, x: torch.Tensor, geometry: ConvGeomet
     """
     positions = output_positions(x.shape[2:], geometry)
     if method == "auto":
-        method = choose_method(weight.shape, positions, geometry.groups)
+        method = choose_method(weight.shape, positions, geometry.groups, x.shape[0])
     if method not in ("gram", "direct"):
         raise ValueError(f"unknown method {method!r}")
     kernel = weight.detach().abs().float().flatten(2)  # [out, in/g, k*k]
@@ -105,16 +105,19 @@ def _elements_per_sample(weight_shape, cin: int, positions: int, groups: int,
 
 
 def choose_method(weight_shape: torch.Size | tuple[int, ...], positions: int,
-                  groups: int = 1) -> str:
-    """Pick by estimated multiply-adds per sample and input channel.
+                  groups: int = 1, samples: int = 1) -> str:
+    """Pick by estimated multiply-adds per input channel for a batch of ``samples``.
 
-    direct: out/g * k2 * P products plus out/g * P outputs written and read back;
-    gram: k2 * k2 * P for the Gram matrix plus out/g * k2 (k2 + 1) / 2 for the quadratic forms.
+    direct: out/g * k2 * P products plus out/g * P outputs written and read back, per sample;
+    gram: k2 * k2 * P for the Gram matrix plus out/g * k2 (k2 + 1) / 2 for the quadratic
+    forms, per sample, plus building the table of kernel-tap products once per batch.
     """
     per_group_out = weight_shape[0] // groups
     taps = int(weight_shape[2]) * int(weight_shape[3])
-    direct = per_group_out * positions * (taps + _MEMORY_WEIGHT)
-    gram = taps * taps * positions + per_group_out * taps * (taps + 1) / 2
+    pairs = taps * (taps + 1) / 2
+    direct = samples * per_group_out * positions * (taps + _MEMORY_WEIGHT)
+    gram = samples * (taps * taps * positions + per_group_out * pairs) \
+        + _MEMORY_WEIGHT * per_group_out * pairs
     return "gram" if gram < direct else "direct"
 
 
