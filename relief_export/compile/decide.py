@@ -1,0 +1,84 @@
+"""Which slot groups compaction keeps, and why (a fixed point over the layers' kept units)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx
+
+from .graph import LayerCall
+from .slots import SlotGraph
+
+
+@dataclass
+class Decision:
+    """Kept group roots with the reason each is kept, and the kept units of every layer."""
+
+    reasons: dict[int, str]
+    rows: dict[fx.Node, torch.Tensor]
+
+    def kept(self, slots: SlotGraph, node: fx.Node) -> list[int]:
+        return [c for c, slot in enumerate(slots.values[node].ids)
+                if slots.union.find(slot) in self.reasons]
+
+
+def decide(slots: SlotGraph) -> Decision:
+    """Repeat: keep what pins or kept units read; units of unkept groups go; until stable."""
+    rows = {node: torch.ones(layer.out_units, dtype=torch.bool)
+            for node, layer in slots.layers.items()}
+    extra_pins: dict[int, str] = {}
+    while True:
+        reasons = _reasons(slots, rows, extra_pins)
+        new_rows = {node: torch.tensor([slots.union.find(s) in reasons
+                                        for s in slots.values[node].ids], dtype=torch.bool)
+                    for node in slots.layers}
+        starved = _starved_layers(slots, new_rows, reasons)
+        for node in starved:
+            first = slots.values[node.args[0]].ids[0]  # type: ignore[index]
+            extra_pins[first] = (f"kept one input channel of {slots.layers[node].name} so it "
+                                 "keeps an input (its units are constant)")
+        if not starved and all(torch.equal(rows[n], new_rows[n]) for n in rows):
+            return Decision(reasons, rows)
+        rows = new_rows
+
+
+def _reasons(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor],
+             extra_pins: dict[int, str]) -> dict[int, str]:
+    find = slots.union.find
+    reasons: dict[int, str] = {}
+    for slot, why in [*slots.pins.items(), *extra_pins.items()]:
+        reasons.setdefault(find(slot), why)
+    for node, layer in slots.layers.items():
+        source = slots.values[node.args[0]]  # type: ignore[index]
+        reads = read_inputs(layer, rows[node])
+        constant_at_border = ~source.live & (source.value != 0) if layer.padded \
+            else torch.zeros_like(source.live)
+        for channel in torch.nonzero(reads & (source.live | constant_at_border)).flatten():
+            why = (f"read by {layer.name}" if source.live[channel] else
+                   f"constant read by {layer.name}, whose zero padding makes it vary at the "
+                   "borders")
+            reasons.setdefault(find(source.ids[channel]), why)
+    return reasons
+
+
+def read_inputs(layer: LayerCall, rows: torch.Tensor) -> torch.Tensor:
+    """Bool [in]: input channels some kept unit reads with a nonzero weight."""
+    nonzero = layer.weight.ne(0)
+    if nonzero.dim() > 2:
+        nonzero = nonzero.flatten(2).any(2)
+    nonzero = nonzero & rows.view(-1, 1)
+    groups = layer.groups
+    per_in = nonzero.shape[1]
+    return nonzero.view(groups, -1, per_in).any(1).flatten()
+
+
+def _starved_layers(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor],
+                    reasons: dict[int, str]) -> list[fx.Node]:
+    """Layers that keep units but would keep no input channel at all."""
+    starved = []
+    for node in slots.layers:
+        ids = slots.values[node.args[0]].ids  # type: ignore[index]
+        if rows[node].any() and ids and not any(slots.union.find(s) in reasons for s in ids):
+            starved.append(node)
+    return starved

@@ -1,0 +1,228 @@
+"""Apply a Decision to the traced graph: smaller layers, folded constants, updated arguments."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch import fx, nn
+
+from . import graph as g
+from .decide import Decision
+from .report import LayerChange
+from .slots import ChannelEdit, SlotGraph
+
+
+def rewrite(slots: SlotGraph, decision: Decision) -> tuple[list[LayerChange], int]:
+    """Rewrite ``slots.graph_module`` in place; returns per-layer changes and gathered inputs."""
+    kept = {node: decision.kept(slots, node) for node in slots.values}
+    changes = [_rewrite_layer(slots, decision, layer, kept)
+               for layer in slots.layers.values()]
+    dropped = 0
+    for edit in slots.edits:
+        dropped += _apply_edit(slots, decision, edit, kept)
+    graph_module = slots.graph_module
+    graph_module.graph.lint()
+    graph_module.recompile()
+    return changes, dropped
+
+
+def _rewrite_layer(slots: SlotGraph, decision: Decision, layer: g.LayerCall,
+                   kept: dict[fx.Node, list[int]]) -> LayerChange:
+    source_node = layer.node.args[0]
+    assert isinstance(source_node, fx.Node)
+    source = slots.values[source_node]
+    rows, columns = kept[layer.node], kept[source_node]
+    weight = layer.weight
+    folded = _folded_bias(layer, source, columns)
+    depthwise = layer.groups > 1 and layer.groups == weight.shape[0] == source.width
+    if layer.groups == 1:
+        new_weight = weight[rows][:, columns]
+        groups = 1
+    elif depthwise:
+        new_weight, groups = weight[rows], len(rows)
+    else:
+        new_weight, groups = weight, layer.groups
+    bias = folded[rows] if folded is not None else None
+    _install(slots.graph_module, layer, new_weight.clone(), bias, groups)
+    return _change(slots, decision, layer, rows, new_weight, bias)
+
+
+def _folded_bias(layer: g.LayerCall, source, columns: list[int]) -> torch.Tensor | None:
+    """b_j + sum over removed constant inputs i of W_ji v_i (taps summed); None if no bias."""
+    removed = torch.ones(source.width, dtype=torch.bool)
+    removed[columns] = False
+    constant = removed & ~source.live & (source.value != 0)
+    bias = layer.bias.double().clone() if layer.bias is not None else None
+    if not constant.any() or layer.groups != 1:
+        return bias.to(layer.weight.dtype) if bias is not None else None
+    weight = layer.weight.double()
+    if weight.dim() > 2:
+        weight = weight.flatten(2).sum(2)
+    shift = weight[:, constant] @ source.value[constant]
+    total = shift if bias is None else bias + shift
+    return total.to(layer.weight.dtype)
+
+
+def _install(graph_module: fx.GraphModule, layer: g.LayerCall, weight: torch.Tensor,
+             bias: torch.Tensor | None, groups: int) -> None:
+    if layer.module is not None:
+        g.set_attribute(graph_module, str(layer.node.target),
+                        _new_module(layer, weight, bias, groups))
+        return
+    arguments = g.bound_arguments(layer.node)
+    g.set_attribute(graph_module, str(arguments["weight"].target), weight)
+    if bias is not None:
+        if arguments.get("bias") is not None:
+            g.set_attribute(graph_module, str(arguments["bias"].target), bias)
+        else:
+            name = f"{layer.node.name}_folded_bias"
+            graph_module.register_buffer(name, bias)
+            with graph_module.graph.inserting_before(layer.node):
+                attr = graph_module.graph.get_attr(name)
+            layer.node.update_arg(2, attr) if len(layer.node.args) > 2 \
+                else layer.node.update_kwarg("bias", attr)
+    if groups != layer.groups:
+        if len(layer.node.args) > 6:
+            layer.node.update_arg(6, groups)
+        else:
+            layer.node.update_kwarg("groups", groups)
+
+
+def _new_module(layer: g.LayerCall, weight: torch.Tensor, bias: torch.Tensor | None,
+                groups: int) -> nn.Module:
+    module: nn.Module
+    if layer.kind == "linear":
+        module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    else:
+        kernel = (int(layer.weight.shape[2]), int(layer.weight.shape[3]))
+        module = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], kernel,
+                           layer.stride, layer.padding, layer.dilation, groups,
+                           bias is not None)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        if bias is not None:
+            module.bias.copy_(bias)  # type: ignore[union-attr]
+    return module.eval()
+
+
+def _change(slots: SlotGraph, decision: Decision, layer: g.LayerCall, rows: list[int],
+            new_weight: torch.Tensor, bias: torch.Tensor | None) -> LayerChange:
+    output = slots.values[layer.node]
+    gone = torch.ones(layer.out_units, dtype=torch.bool)
+    gone[rows] = False
+    positions = _positions(layer.node)
+    old_params = layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0)
+    new_params = new_weight.numel() + (bias.numel() if bias is not None else 0)
+    reasons = Counter(decision.reasons[slots.union.find(output.ids[j])]
+                      for j in rows if not output.live[j])
+    return LayerChange(
+        name=layer.name, shape_before=list(layer.weight.shape),
+        shape_after=list(new_weight.shape),
+        removed_unread=int((gone & output.live).sum()),
+        removed_zero=int((gone & ~output.live & (output.value == 0)).sum()),
+        removed_constant_folded=int((gone & ~output.live & (output.value != 0)).sum()),
+        params_before=old_params, params_after=new_params,
+        macs_before=layer.weight.numel() * positions, macs_after=new_weight.numel() * positions,
+        kept_reasons=[f"kept {count} constant unit(s): {why}" for why, count in reasons.items()])
+
+
+def _positions(node: fx.Node) -> int:
+    shape = g.shape_of(node)
+    if shape is None or len(shape) <= 2:
+        return 1
+    count = 1
+    for size in shape[2:]:
+        count *= size
+    return count
+
+
+def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
+                kept: dict[fx.Node, list[int]]) -> int:
+    node = edit.node
+    if edit.kind == "batchnorm":
+        _slice_batchnorm(slots.graph_module, node, kept[node])
+    elif edit.kind == "attr":
+        _slice_attribute(slots.graph_module, edit.source, edit.detail, kept[node])
+    elif edit.kind == "pad":
+        before, after = (sum(slots.union.find(s) in decision.reasons for s in part)
+                         for part in edit.detail)
+        _repad(node, before, after)
+    elif edit.kind == "slice":
+        _reslice(node, edit.detail, kept[edit.source])  # type: ignore[index]
+    elif edit.kind == "reshape":
+        _reshape(node, len(kept[node]))
+    elif edit.kind == "gather":
+        return _gather(slots, node, kept[node])
+    return 0
+
+
+def _slice_batchnorm(graph_module: fx.GraphModule, node: fx.Node, channels: list[int]) -> None:
+    old = graph_module.get_submodule(str(node.target))
+    assert isinstance(old, (nn.BatchNorm1d, nn.BatchNorm2d))
+    new = type(old)(len(channels), old.eps, old.momentum, old.affine, old.track_running_stats)
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            if getattr(old, name) is not None:
+                getattr(new, name).copy_(getattr(old, name)[channels])
+        if old.num_batches_tracked is not None and new.num_batches_tracked is not None:
+            new.num_batches_tracked.copy_(old.num_batches_tracked)
+    g.set_attribute(graph_module, str(node.target), new.eval())
+
+
+def _slice_attribute(graph_module: fx.GraphModule, attr: fx.Node | None, width: int,
+                     channels: list[int]) -> None:
+    assert attr is not None
+    value = g.attribute(graph_module, str(attr.target))
+    axis = next(i for i, size in enumerate(value.shape) if size == width)
+    sliced = value.index_select(axis, torch.tensor(channels, dtype=torch.long))
+    g.set_attribute(graph_module, str(attr.target), sliced.clone())
+
+
+def _repad(node: fx.Node, before: int, after: int) -> None:
+    pad = list(g.arg(node, 1, "pad"))
+    offset = len(pad) - 2
+    pad[offset], pad[offset + 1] = before, after
+    if len(node.args) > 1:
+        node.update_arg(1, tuple(pad))
+    else:
+        node.update_kwarg("pad", tuple(pad))
+
+
+def _reslice(node: fx.Node, detail: tuple[int, int], kept_source: list[int]) -> None:
+    start, stop = detail
+    new_start = sum(1 for c in kept_source if c < start)
+    new_stop = new_start + sum(1 for c in kept_source if start <= c < stop)
+    index = list(g.arg(node, 1))
+    index[1] = slice(new_start, new_stop)
+    node.update_arg(1, tuple(index))
+
+
+def _reshape(node: fx.Node, features: int) -> None:
+    if node.op != "call_method" and node.target is not torch.reshape:
+        return
+    sizes = list(node.args[1:]) if node.op == "call_method" else [node.args[1]]
+    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        shape = list(sizes[0])
+        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] != -1:
+            shape[1] = features
+            node.update_arg(1, tuple(shape))
+    elif len(sizes) == 2 and isinstance(sizes[1], int) and sizes[1] != -1:
+        node.update_arg(2, features)
+
+
+def _gather(slots: SlotGraph, node: fx.Node, features: list[int]) -> int:
+    width = slots.values[node].width
+    if len(features) == width:
+        return 0
+    graph_module = slots.graph_module
+    name = "input_features_kept"
+    graph_module.register_buffer(name, torch.tensor(features, dtype=torch.long))
+    users = list(node.users)
+    with graph_module.graph.inserting_after(node):
+        index = graph_module.graph.get_attr(name)
+    with graph_module.graph.inserting_after(index):
+        gathered = graph_module.graph.call_function(torch.index_select, (node, 1, index))
+    for user in users:
+        user.replace_input_with(node, gathered)
+    return width - len(features)

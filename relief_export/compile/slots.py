@@ -1,0 +1,488 @@
+"""Channel slots: which channels of every graph value are live, constant or zero, which must be
+removed together, and which compaction may remove.
+
+Every channel (axis 1) of every tensor value is a *slot*. Operations that keep channels apart
+(BatchNorm, activations, pooling, dropout, per-channel gates, flatten blocks, cat, channel
+slices) pass slot ids through; an add unites the slots it sums; channel padding makes new zero
+slots. A *group* (a union-find root) is kept or removed as a whole.
+
+States, per value and channel: live, or constant with a known value (0 = zero). A Linear / Conv
+unit is constant when no nonzero weight reads a live channel (for padded convs, also no
+nonzero constant channel, whose border contribution is not uniform); its value is
+b_j + sum_i W_ji v_i (taps summed for convs).
+
+A group is kept when a slot in it is pinned (model input or output, an operation we do not
+model, a grouped convolution) or when a kept unit reads, with a nonzero weight, a slot that is
+live, or constant but not foldable (read by a padded conv). Kept units are those whose output
+group is kept; the decision repeats until nothing changes.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from . import graph as g
+
+
+class UnionFind:
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+
+    def new(self, count: int = 1) -> list[int]:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + count))
+        return list(range(start, start + count))
+
+    def find(self, item: int) -> int:
+        while self.parent[item] != item:
+            self.parent[item] = self.parent[self.parent[item]]
+            item = self.parent[item]
+        return item
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass
+class Slots:
+    """Per channel of one value: slot ids, liveness and (where not live) the constant value."""
+
+    ids: list[int]
+    live: torch.Tensor  # bool [C]
+    value: torch.Tensor  # float64 [C], meaningful where not live
+
+    @property
+    def width(self) -> int:
+        return len(self.ids)
+
+    def with_state(self, live: torch.Tensor, value: torch.Tensor) -> Slots:
+        return Slots(self.ids, live, value)
+
+
+@dataclass
+class ChannelEdit:
+    """A node whose arguments depend on how many channels survive (pad, slice, view, attr)."""
+
+    node: fx.Node
+    kind: str  # "pad", "slice", "reshape", "attr", "batchnorm", "gather"
+    source: fx.Node | None = None
+    detail: Any = None
+
+
+@dataclass
+class SlotGraph:
+    """Everything compaction decides from: slots per value, layers, pins and edits."""
+
+    graph_module: fx.GraphModule
+    union: UnionFind = field(default_factory=UnionFind)
+    values: dict[fx.Node, Slots] = field(default_factory=dict)
+    layers: dict[fx.Node, g.LayerCall] = field(default_factory=dict)
+    pins: dict[int, str] = field(default_factory=dict)  # slot id -> reason
+    edits: list[ChannelEdit] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+
+    def pin(self, ids: list[int], reason: str) -> None:
+        for slot in ids:
+            self.pins.setdefault(slot, reason)
+
+    def kept_channels(self, node: fx.Node, kept_roots: set[int]) -> list[int]:
+        return [c for c, slot in enumerate(self.values[node].ids)
+                if self.union.find(slot) in kept_roots]
+
+
+def build(graph_module: fx.GraphModule) -> SlotGraph:
+    """Slots for every value of a shape-propagated graph."""
+    slots = SlotGraph(graph_module)
+    modules = dict(graph_module.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    builder = _Builder(slots, modules, calls)
+    for node in graph_module.graph.nodes:
+        builder.visit(node)
+    return slots
+
+
+class _Builder:
+    def __init__(self, slots: SlotGraph, modules: dict[str, nn.Module], calls: dict[str, int]):
+        self.s = slots
+        self.modules = modules
+        self.calls = calls
+
+    # -- helpers ------------------------------------------------------------------------------
+    def fresh(self, width: int, live: bool = True) -> Slots:
+        return Slots(self.s.union.new(width), torch.full((width,), live),
+                     torch.zeros(width, dtype=torch.float64))
+
+    def of(self, argument: Any) -> Slots | None:
+        return self.s.values.get(argument) if isinstance(argument, fx.Node) else None
+
+    def constant(self, argument: Any) -> torch.Tensor | None:
+        """A get_attr tensor (through view-like methods) or a Python number, else None."""
+        if isinstance(argument, (int, float)) and not isinstance(argument, bool):
+            return torch.tensor(float(argument), dtype=torch.float64)
+        current = argument
+        while isinstance(current, fx.Node) and current.op == "call_method" and \
+                current.target in ("view", "reshape", "unsqueeze", "to"):
+            current = current.args[0]
+        if isinstance(current, fx.Node) and current.op == "get_attr":
+            value = g.attribute(self.s.graph_module, str(current.target))
+            if isinstance(value, torch.Tensor):
+                return value.detach().double()
+        return None
+
+    def attr_node(self, argument: Any) -> fx.Node | None:
+        current = argument
+        while isinstance(current, fx.Node) and current.op == "call_method" and \
+                current.target in ("view", "reshape", "unsqueeze", "to"):
+            current = current.args[0]
+        return current if isinstance(current, fx.Node) and current.op == "get_attr" else None
+
+    def per_channel(self, tensor: torch.Tensor, width: int) -> torch.Tensor | None:
+        """A [C] view of a constant that varies only along the channel axis, else None."""
+        if tensor.numel() == 1:
+            return tensor.reshape(1).expand(width)
+        sizes = [s for s in tensor.shape if s != 1]
+        if len(sizes) == 1 and sizes[0] == width:
+            return tensor.reshape(width)
+        return None
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def visit(self, node: fx.Node) -> None:
+        result = self.dispatch(node)
+        if result is not None:
+            self.s.values[node] = result
+
+    def dispatch(self, node: fx.Node) -> Slots | None:
+        if node.op == "placeholder":
+            value = self.fresh(_width(node))
+            self.s.pin(value.ids, "network input")
+            return value
+        if node.op == "get_attr":
+            return None
+        if node.op == "output":
+            for argument in fx.node.map_aggregate(node.args, lambda a: a) or ():
+                self._pin_all(argument, "model output")
+            return None
+        if node.op == "call_method" and node.target in ("size", "dim"):
+            return None
+        layer = None
+        if not (node.op == "call_module" and self.calls.get(str(node.target), 0) > 1):
+            layer = g.layer_call(node, self.s.graph_module, self.modules)
+        if layer is not None:
+            return self.layer(layer)
+        handler = self.handler(node)
+        if handler is not None:
+            result = handler(node)
+            if result is not None:
+                return result
+        return self.unknown(node)
+
+    def handler(self, node: fx.Node):
+        target = node.target
+        if node.op == "call_module":
+            module = self.modules[str(target)]
+            if self.calls.get(str(target), 0) > 1:
+                return None
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                return self.batchnorm
+            if isinstance(module, g.ELEMENTWISE_MODULES):
+                return self.elementwise
+            if isinstance(module, g.IDENTITY_MODULES):
+                return self.identity
+            if isinstance(module, g.POOL_MODULES):
+                return self.pool
+            if isinstance(module, nn.Flatten):
+                return self.reshape
+            return None
+        if node.op == "call_function":
+            if target in g.ELEMENTWISE_FUNCTIONS:
+                return self.elementwise
+            if target in g.IDENTITY_FUNCTIONS:
+                return self.identity
+            if target in g.POOL_FUNCTIONS:
+                return self.pool
+            if target in g.ADD_FUNCTIONS:
+                return self.add
+            if target in g.MUL_FUNCTIONS:
+                return self.mul
+            if target in g.RESHAPE_FUNCTIONS:
+                return self.reshape
+            if target is torch.cat:
+                return self.cat
+            if target is torch.nn.functional.pad:
+                return self.pad
+            if target is operator.getitem:
+                return self.getitem
+            return None
+        if node.op == "call_method":
+            if target in g.ELEMENTWISE_METHODS:
+                return self.elementwise
+            if target in g.IDENTITY_METHODS:
+                return self.identity
+            if target in ("add", "add_"):
+                return self.add
+            if target in ("mul", "mul_"):
+                return self.mul
+            if target in g.RESHAPE_METHODS:
+                return self.reshape
+        return None
+
+    # -- layers --------------------------------------------------------------------------------
+    def layer(self, layer: g.LayerCall) -> Slots | None:
+        source = self.of(layer.node.args[0])
+        if source is None:
+            return None
+        self.s.layers[layer.node] = layer
+        weight = layer.weight.double()
+        in_width = weight.shape[1] * layer.groups
+        if source.width != in_width:
+            return None
+        out = self.fresh(layer.out_units)
+        if layer.groups > 1:
+            if layer.groups == in_width == layer.out_units:
+                for a, b in zip(source.ids, out.ids, strict=True):
+                    self.s.union.union(a, b)
+            else:
+                self.s.pin(source.ids + out.ids, f"grouped convolution {layer.name}")
+        live, value = _layer_state(layer, weight, source)
+        return out.with_state(live, value)
+
+    # -- per-channel operations ------------------------------------------------------------------
+    def identity(self, node: fx.Node) -> Slots | None:
+        return self.of(node.args[0])
+
+    def elementwise(self, node: fx.Node) -> Slots | None:
+        source = self.of(node.args[0])
+        if source is None:
+            return None
+        function = self._callable(node)
+        constants = function(source.value.float().view(1, -1)).double().view(-1)
+        return source.with_state(source.live.clone(), constants)
+
+    def _callable(self, node: fx.Node):
+        if node.op == "call_module":
+            module = self.modules[str(node.target)]
+            return lambda x: module(x.clone())
+        if node.op == "call_method":
+            return lambda x: getattr(x.clone(), str(node.target))(*node.args[1:], **node.kwargs)
+        return lambda x: node.target(x.clone(), *node.args[1:], **node.kwargs)  # type: ignore[operator]
+
+    def batchnorm(self, node: fx.Node) -> Slots | None:
+        source = self.of(node.args[0])
+        module = self.modules[str(node.target)]
+        assert isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
+        if source is None or not module.track_running_stats or module.running_var is None:
+            return None
+        scale = (module.weight.detach().double() if module.affine else
+                 torch.ones(source.width, dtype=torch.float64)) / \
+            torch.sqrt(module.running_var.double() + module.eps)
+        mean = module.running_mean
+        assert mean is not None
+        shift = (module.bias.detach().double() if module.affine else 0.0) - mean.double() * scale
+        live = source.live & (scale != 0)
+        value = torch.where(source.live, shift, source.value * scale + shift)
+        self.s.edits.append(ChannelEdit(node, "batchnorm", g.arg(node, 0)))
+        return source.with_state(live, value)
+
+    def pool(self, node: fx.Node) -> Slots | None:
+        source = self.of(node.args[0])
+        if source is None:
+            return None
+        module = self.modules.get(str(node.target)) if node.op == "call_module" else None
+        padded_average = isinstance(module, nn.AvgPool2d) and module.count_include_pad and \
+            module.padding not in (0, (0, 0))
+        if node.op == "call_function" and node.target is torch.nn.functional.avg_pool2d:
+            padded_average = True  # conservative: functional padding arguments vary
+        live = source.live | ((source.value != 0) if padded_average else False)
+        return source.with_state(live, source.value)
+
+    def add(self, node: fx.Node) -> Slots | None:
+        left, right = g.arg(node, 0, "input"), g.arg(node, 1, "other")
+        a, b = self.of(left), self.of(right)
+        if a is not None and b is not None:
+            if a.width != b.width or _shape(left) != _shape(right):
+                return None
+            for x, y in zip(a.ids, b.ids, strict=True):
+                self.s.union.union(x, y)
+            return a.with_state(a.live | b.live, a.value + b.value)
+        data, other = (a, right) if a is not None else (b, left)
+        if data is None:
+            return None
+        return self._affine(node, data, other, "add")
+
+    def mul(self, node: fx.Node) -> Slots | None:
+        left, right = g.arg(node, 0, "input"), g.arg(node, 1, "other")
+        a, b = self.of(left), self.of(right)
+        if a is not None and b is not None:
+            if a.width != b.width or _shape(left) != _shape(right):
+                return None
+            for x, y in zip(a.ids, b.ids, strict=True):
+                self.s.union.union(x, y)
+            zero = (~a.live & (a.value == 0)) | (~b.live & (b.value == 0))
+            return a.with_state((a.live | b.live) & ~zero, a.value * b.value)
+        data, other = (a, right) if a is not None else (b, left)
+        if data is None:
+            return None
+        return self._affine(node, data, other, "mul")
+
+    def _affine(self, node: fx.Node, data: Slots, other: Any, kind: str) -> Slots | None:
+        constant = self.constant(other)
+        per_channel = None if constant is None else self.per_channel(constant, data.width)
+        if per_channel is None:
+            return None
+        attr = self.attr_node(other)
+        if attr is not None and constant is not None and constant.numel() > 1:
+            self.s.edits.append(ChannelEdit(node, "attr", attr, data.width))
+        if kind == "add":
+            return data.with_state(data.live.clone(), data.value + per_channel)
+        return data.with_state(data.live & (per_channel != 0), data.value * per_channel)
+
+    # -- moving channels --------------------------------------------------------------------------
+    def reshape(self, node: fx.Node) -> Slots | None:
+        source_node = g.arg(node, 0, "input")
+        source = self.of(source_node)
+        before, after = _shape(source_node), _shape(node)
+        if source is None or before is None or after is None:
+            return None
+        if after[:2] == before[:2]:
+            return source
+        if len(after) != 2 or after[0] != before[0] or len(before) < 3:
+            return None
+        block = after[1] // source.width
+        if block * source.width != after[1]:
+            return None
+        if isinstance(source_node, fx.Node) and source_node.op == "placeholder":
+            features = self.fresh(after[1])
+            self.s.edits.append(ChannelEdit(node, "gather", source_node))
+            self.s.edits.append(ChannelEdit(node, "reshape", source_node))
+            return features
+        self.s.edits.append(ChannelEdit(node, "reshape", source_node))
+        return Slots([slot for slot in source.ids for _ in range(block)],
+                     source.live.repeat_interleave(block), source.value.repeat_interleave(block))
+
+    def cat(self, node: fx.Node) -> Slots | None:
+        parts = g.arg(node, 0, "tensors")
+        dim = g.arg(node, 1, "dim", 0)
+        shape = _shape(node)
+        if not isinstance(parts, (list, tuple)) or shape is None or len(shape) < 2:
+            return None
+        if dim < 0:
+            dim += len(shape)
+        values = [self.of(p) for p in parts]
+        if dim != 1 or any(v is None for v in values):
+            return None
+        present = [v for v in values if v is not None]
+        return Slots([slot for v in present for slot in v.ids],
+                     torch.cat([v.live for v in present]), torch.cat([v.value for v in present]))
+
+    def pad(self, node: fx.Node) -> Slots | None:
+        source_node = g.arg(node, 0, "input")
+        source, shape = self.of(source_node), _shape(source_node)
+        pad = g.arg(node, 1, "pad")
+        mode = g.arg(node, 2, "mode", "constant")
+        fill = g.arg(node, 3, "value")
+        if source is None or shape is None or not isinstance(pad, (list, tuple)):
+            return None
+        if len(pad) // 2 < len(shape) - 1:
+            return source if mode == "constant" and not fill else None
+        if mode != "constant" or fill:
+            return None
+        offset = 2 * (len(shape) - 2)
+        before, after = int(pad[offset]), int(pad[offset + 1])
+        if len(pad) > offset + 2 or before < 0 or after < 0:
+            return None
+        zeros_before, zeros_after = self.fresh(before, live=False), self.fresh(after, live=False)
+        self.s.edits.append(ChannelEdit(node, "pad", source_node,
+                                        (zeros_before.ids, zeros_after.ids)))
+        return Slots(zeros_before.ids + source.ids + zeros_after.ids,
+                     torch.cat([zeros_before.live, source.live, zeros_after.live]),
+                     torch.cat([zeros_before.value, source.value, zeros_after.value]))
+
+    def getitem(self, node: fx.Node) -> Slots | None:
+        source = self.of(node.args[0])
+        index = node.args[1]
+        if source is None:
+            return None
+        index = index if isinstance(index, tuple) else (index,)
+        if index[0] != slice(None):
+            return None
+        if len(index) < 2 or index[1] == slice(None) or index[1] is Ellipsis:
+            return source
+        channel = index[1]
+        if not isinstance(channel, slice) or channel.step not in (None, 1):
+            return None
+        picked = range(source.width)[channel]
+        self.s.edits.append(ChannelEdit(node, "slice", g.arg(node, 0),
+                                        (picked.start, picked.stop)))
+        return Slots(source.ids[channel], source.live[channel], source.value[channel])
+
+    # -- fallback --------------------------------------------------------------------------------
+    def unknown(self, node: fx.Node) -> Slots | None:
+        described = f"{node.op} {getattr(node.target, '__name__', node.target)} ({node.name})"
+        arguments = fx.node.map_aggregate((node.args, node.kwargs), lambda a: a)
+        if any(isinstance(a, fx.Node) and a in self.s.values for a in _flatten(arguments)):
+            self.s.unsupported.append(described)
+        self._pin_all(arguments, f"left uncompacted around unsupported {described}")
+        width = _width(node)
+        if not width:
+            return None
+        value = self.fresh(width)
+        self.s.pin(value.ids, f"output of unsupported {described}")
+        return value
+
+    def _pin_all(self, argument: Any, reason: str) -> None:
+        for item in _flatten(argument):
+            slots = self.of(item)
+            if slots is not None:
+                self.s.pin(slots.ids, reason)
+
+
+def _layer_state(layer: g.LayerCall, weight: torch.Tensor, source: Slots
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which units are live, and the constant value of the others."""
+    reads = weight.ne(0)
+    if layer.kind == "conv":
+        reads = reads.flatten(2).any(2)
+        weight = weight.flatten(2).sum(2)  # taps summed: the response to a uniform map
+    live_in, value_in = _group_view(source.live, layer), _group_view(source.value, layer)
+    uniform = ~live_in if not layer.padded else (~live_in & (value_in == 0))
+    live = (reads & ~uniform).any(1)
+    bias = layer.bias.double() if layer.bias is not None else torch.zeros(layer.out_units,
+                                                                          dtype=torch.float64)
+    value = bias + (weight * torch.where(live_in, 0.0, value_in)).sum(1)
+    return live, value
+
+
+def _group_view(per_channel: torch.Tensor, layer: g.LayerCall) -> torch.Tensor:
+    """[out, in/g]: for each unit, the entries of the input channels of its group."""
+    groups = layer.groups
+    per_in = per_channel.shape[0] // groups
+    per_out = layer.out_units // groups
+    return per_channel.view(groups, 1, per_in).expand(groups, per_out, per_in).reshape(
+        layer.out_units, per_in)
+
+
+def _flatten(argument: Any) -> list[Any]:
+    if isinstance(argument, (list, tuple)):
+        return [item for part in argument for item in _flatten(part)]
+    if isinstance(argument, dict):
+        return [item for part in argument.values() for item in _flatten(part)]
+    return [argument]
+
+
+def _shape(node: Any) -> tuple[int, ...] | None:
+    return g.shape_of(node)
+
+
+def _width(node: fx.Node) -> int:
+    shape = _shape(node)
+    return int(shape[1]) if shape is not None and len(shape) >= 2 else 0
