@@ -4,8 +4,8 @@ __version__ = "0.1.0"
 
 from .checkpoint import load_model, read_model, save_checkpoint
 from .compile import CompactionReport, compact, compact_with_report
-from .prune import relief, relief_scores, relief_step
 from .errors import ReliefError, VerificationError
+from .prune import relief, relief_scores, relief_step
 
 __all__ = ["CompactionReport", "ReliefError", "VerificationError", "__version__", "compact",
            "compact_with_report", "load_model", "read_model", "relief", "relief_scores",

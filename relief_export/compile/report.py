@@ -22,6 +22,7 @@ class LayerChange:
     params_after: int = 0
     macs_before: int = 0
     macs_after: int = 0
+    kept_constant: int = 0
     kept_reasons: list[str] = field(default_factory=list)
 
 

@@ -33,26 +33,38 @@ def _rewrite_layer(slots: SlotGraph, decision: Decision, layer: g.LayerCall,
     assert isinstance(source_node, fx.Node)
     source = slots.values[source_node]
     rows, columns = kept[layer.node], kept[source_node]
-    weight = layer.weight
-    folded = _folded_bias(layer, source, columns)
+    foldable = _foldable(layer, source, columns)
+    weight = layer.weight.clone()
+    bias = _folded_bias(layer, source, foldable)
     depthwise = layer.groups > 1 and layer.groups == weight.shape[0] == source.width
     if layer.groups == 1:
-        new_weight = weight[rows][:, columns]
-        groups = 1
+        weight[:, foldable] = 0  # their effect now lives in the bias
+        new_weight, groups = weight[rows][:, columns], 1
     elif depthwise:
         new_weight, groups = weight[rows], len(rows)
     else:
         new_weight, groups = weight, layer.groups
-    bias = folded[rows] if folded is not None else None
-    _install(slots.graph_module, layer, new_weight.clone(), bias, groups)
-    return _change(slots, decision, layer, rows, new_weight, bias)
+    new_bias = bias[rows] if bias is not None else None
+    _install(slots.graph_module, layer, new_weight.clone(), new_bias, groups)
+    return _change(slots, decision, layer, rows, new_weight, new_bias)
 
 
-def _folded_bias(layer: g.LayerCall, source, columns: list[int]) -> torch.Tensor | None:
-    """b_j + sum over removed constant inputs i of W_ji v_i (taps summed); None if no bias."""
-    removed = torch.ones(source.width, dtype=torch.bool)
+def _foldable(layer: g.LayerCall, source, columns: list[int]) -> torch.Tensor:
+    """Input channels, constant over the whole map as this layer sees it, whose effect goes into
+    the bias. Kept ones only when the layer has a bias anyway (never add one for them)."""
+    constant = ~source.live
+    uniform = constant & (source.value == 0) if layer.padded else constant
+    removed = torch.ones_like(uniform)
     removed[columns] = False
-    constant = removed & ~source.live & (source.value != 0)
+    needs_bias = bool((uniform & removed & (source.value != 0)).any())
+    if layer.bias is None and not needs_bias:
+        return uniform & (removed | (source.value == 0))
+    return uniform
+
+
+def _folded_bias(layer: g.LayerCall, source, foldable: torch.Tensor) -> torch.Tensor | None:
+    """b_j + sum over foldable constant inputs i of W_ji v_i (taps summed); None if no bias."""
+    constant = foldable & (source.value != 0)
     bias = layer.bias.double().clone() if layer.bias is not None else None
     if not constant.any() or layer.groups != 1:
         return bias.to(layer.weight.dtype) if bias is not None else None
@@ -124,6 +136,7 @@ def _change(slots: SlotGraph, decision: Decision, layer: g.LayerCall, rows: list
         removed_constant_folded=int((gone & ~output.live & (output.value != 0)).sum()),
         params_before=old_params, params_after=new_params,
         macs_before=layer.weight.numel() * positions, macs_after=new_weight.numel() * positions,
+        kept_constant=sum(reasons.values()),
         kept_reasons=[f"kept {count} constant unit(s): {why}" for why, count in reasons.items()])
 
 

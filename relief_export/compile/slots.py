@@ -155,6 +155,13 @@ class _Builder:
             return tensor.reshape(width)
         return None
 
+    def shared(self, node: fx.Node) -> bool:
+        """A module with state called more than once cannot be sliced for one call alone."""
+        if node.op != "call_module" or self.calls.get(str(node.target), 0) < 2:
+            return False
+        module = self.modules[str(node.target)]
+        return any(True for _ in module.parameters()) or any(True for _ in module.buffers())
+
     # -- dispatch ------------------------------------------------------------------------------
     def visit(self, node: fx.Node) -> None:
         result = self.dispatch(node)
@@ -175,7 +182,7 @@ class _Builder:
         if node.op == "call_method" and node.target in ("size", "dim"):
             return None
         layer = None
-        if not (node.op == "call_module" and self.calls.get(str(node.target), 0) > 1):
+        if not self.shared(node):
             layer = g.layer_call(node, self.s.graph_module, self.modules)
         if layer is not None:
             return self.layer(layer)
@@ -190,7 +197,7 @@ class _Builder:
         target = node.target
         if node.op == "call_module":
             module = self.modules[str(target)]
-            if self.calls.get(str(target), 0) > 1:
+            if self.shared(node):
                 return None
             if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 return self.batchnorm
