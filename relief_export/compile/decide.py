@@ -17,6 +17,7 @@ class Decision:
 
     reasons: dict[int, str]
     rows: dict[fx.Node, torch.Tensor]
+    representative: dict[fx.Node, int]  # padded conv -> the constant channel others merge into
 
     def kept(self, slots: SlotGraph, node: fx.Node) -> list[int]:
         return [c for c, slot in enumerate(slots.values[node].ids)
@@ -29,7 +30,7 @@ def decide(slots: SlotGraph) -> Decision:
             for node, layer in slots.layers.items()}
     extra_pins: dict[int, str] = {}
     while True:
-        reasons = _reasons(slots, rows, extra_pins)
+        reasons, representative = _reasons(slots, rows, extra_pins)
         new_rows = {node: torch.tensor([slots.union.find(s) in reasons
                                         for s in slots.values[node].ids], dtype=torch.bool)
                     for node in slots.layers}
@@ -39,27 +40,42 @@ def decide(slots: SlotGraph) -> Decision:
             extra_pins[first] = (f"kept one input channel of {slots.layers[node].name} so it "
                                  "keeps an input (its units are constant)")
         if not starved and all(torch.equal(rows[n], new_rows[n]) for n in rows):
-            return Decision(reasons, rows)
+            return Decision(reasons, rows, representative)
         rows = new_rows
 
 
-def _reasons(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor],
-             extra_pins: dict[int, str]) -> dict[int, str]:
+def _reasons(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor], extra_pins: dict[int, str]
+             ) -> tuple[dict[int, str], dict[fx.Node, int]]:
+    """Why each kept group is kept; for padded convs, the constant channel kept for them.
+
+    Constant channels seen through zero padding all have the shape of the same indicator map,
+    so a padded conv needs only one of them: W[:, rep] += sum_c (v_c / v_rep) W[:, c].
+    """
     find = slots.union.find
     reasons: dict[int, str] = {}
+    representative: dict[fx.Node, int] = {}
     for slot, why in [*slots.pins.items(), *extra_pins.items()]:
         reasons.setdefault(find(slot), why)
     for node, layer in slots.layers.items():
         source = slots.values[node.args[0]]  # type: ignore[index]
         reads = read_inputs(layer, rows[node])
-        constant_at_border = ~source.live & (source.value != 0) if layer.padded \
-            else torch.zeros_like(source.live)
-        for channel in torch.nonzero(reads & (source.live | constant_at_border)).flatten():
-            why = (f"read by {layer.name}" if source.live[channel] else
-                   f"constant read by {layer.name}, whose zero padding makes it vary at the "
-                   "borders")
-            reasons.setdefault(find(source.ids[channel]), why)
-    return reasons
+        for channel in torch.nonzero(reads & source.live).flatten():
+            reasons.setdefault(find(source.ids[channel]), f"read by {layer.name}")
+        if not layer.padded:
+            continue
+        border = reads & ~source.live & (source.value != 0)
+        if not border.any():
+            continue
+        if layer.groups == 1:
+            strongest = int(torch.where(border, source.value.abs(), -1.0).argmax())
+            representative[node] = strongest
+            border = torch.zeros_like(border)
+            border[strongest] = True
+        for channel in torch.nonzero(border).flatten():
+            reasons.setdefault(find(source.ids[channel]),
+                               f"constant read by {layer.name}, whose zero padding makes it "
+                               "vary at the borders")
+    return reasons, representative
 
 
 def read_inputs(layer: LayerCall, rows: torch.Tensor) -> torch.Tensor:

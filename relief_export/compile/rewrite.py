@@ -39,6 +39,8 @@ def _rewrite_layer(slots: SlotGraph, decision: Decision, layer: g.LayerCall,
     depthwise = layer.groups > 1 and layer.groups == weight.shape[0] == source.width
     if layer.groups == 1:
         weight[:, foldable] = 0  # their effect now lives in the bias
+        if layer.node in decision.representative:
+            _merge_border_constants(weight, source, decision.representative[layer.node])
         new_weight, groups = weight[rows][:, columns], 1
     elif depthwise:
         new_weight, groups = weight[rows], len(rows)
@@ -47,6 +49,18 @@ def _rewrite_layer(slots: SlotGraph, decision: Decision, layer: g.LayerCall,
     new_bias = bias[rows] if bias is not None else None
     _install(slots.graph_module, layer, new_weight.clone(), new_bias, groups)
     return _change(slots, decision, layer, rows, new_weight, new_bias)
+
+
+def _merge_border_constants(weight: torch.Tensor, source, representative: int) -> None:
+    """W[:, rep] += sum_c (v_c / v_rep) W[:, c] over the other nonzero constant inputs c."""
+    others = ~source.live & (source.value != 0)
+    others[representative] = False
+    if not others.any():
+        return
+    ratios = (source.value[others] / source.value[representative]).to(weight.dtype)
+    shape = (1, -1, *([1] * (weight.dim() - 2)))
+    weight[:, representative] += (weight[:, others] * ratios.view(shape)).sum(1)
+    weight[:, others] = 0
 
 
 def _foldable(layer: g.LayerCall, source, columns: list[int]) -> torch.Tensor:

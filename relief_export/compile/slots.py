@@ -229,6 +229,8 @@ class _Builder:
                 return self.pad
             if target is operator.getitem:
                 return self.getitem
+            if target in (torch.mean, torch.amax):
+                return self.reduce_spatial
             return None
         if node.op == "call_method":
             if target in g.ELEMENTWISE_METHODS:
@@ -241,6 +243,8 @@ class _Builder:
                 return self.mul
             if target in g.RESHAPE_METHODS:
                 return self.reshape
+            if target in ("mean", "amax"):
+                return self.reduce_spatial
         return None
 
     # -- layers --------------------------------------------------------------------------------
@@ -352,6 +356,16 @@ class _Builder:
         if kind == "add":
             return data.with_state(data.live.clone(), data.value + per_channel)
         return data.with_state(data.live & (per_channel != 0), data.value * per_channel)
+
+    def reduce_spatial(self, node: fx.Node) -> Slots | None:
+        """mean / amax over axes other than batch and channel keep channels (and constants)."""
+        source = self.of(g.arg(node, 0, "input"))
+        dims = g.arg(node, 1, "dim")
+        shape = _shape(g.arg(node, 0, "input"))
+        if source is None or shape is None or dims is None:
+            return None
+        axes = {d % len(shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
+        return source if axes and not axes & {0, 1} else None
 
     # -- moving channels --------------------------------------------------------------------------
     def reshape(self, node: fx.Node) -> Slots | None:

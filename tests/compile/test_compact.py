@@ -18,7 +18,8 @@ LARGE = ["vgg13", "vgg16", "vgg19", "resnet44", "resnet56", "resnet110", "resnet
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / a.abs().max())
+    """max |a - b| / max |a| (an all-zero output must be matched exactly)."""
+    return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
 
 
 def check_exact_and_minimal(model: nn.Module, shape: list[int], seed: int = 0):
@@ -151,6 +152,17 @@ def test_constants_before_a_padded_conv_are_kept_with_a_reason():
     assert "zero padding" in report.layers[0].kept_reasons[0]
 
 
+def test_constants_seen_through_padding_merge_into_one_channel():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3, padding=1)).eval()
+    with torch.no_grad():
+        model[0].weight[1:] = 0
+        model[0].bias.copy_(torch.tensor([0.0, 1.0, -2.0, 3.0]))  # constants 1 and 3 (relu)
+    compacted, report = check_exact_and_minimal(model, [2, 1, 8, 8])
+    assert report.layers[0].shape_after[0] == 2  # the live unit and one constant unit
+    assert report.layers[0].kept_constant == 1
+
+
 def test_residual_stream_keeps_a_zero_row_when_the_shortcut_is_live():
     class Block(nn.Module):
         def __init__(self):
@@ -166,9 +178,10 @@ def test_residual_stream_keeps_a_zero_row_when_the_shortcut_is_live():
     with torch.no_grad():
         model.conv.weight[2] = 0
         model.conv.bias[2] = 0.5
-    compacted, report = check_exact_and_minimal(model, [2, 3, 6, 6])
-    assert report.notes and "mean" in report.notes[0]  # .mean is not modelled: left alone
-    assert report.params_after == report.params_before
+    _, report = check_exact_and_minimal(model, [2, 3, 6, 6])
+    assert not report.notes and report.params_after == report.params_before
+    assert report.layers[0].kept_constant == 1  # channel 2: x + 0.5, the conv keeps a zero row
+    assert "network input" in report.layers[0].kept_reasons[0]
 
 
 def test_unsupported_op_is_left_uncompacted_and_reported():
