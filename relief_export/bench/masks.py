@@ -10,6 +10,8 @@ about a quarter of the filters dead, are in the range NNrelief reaches on VGG / 
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -46,10 +48,10 @@ def _keep_strongest(weight: torch.Tensor, density: float, dead: torch.Tensor) ->
     weight.mul_(mask.view(*mask.shape, *([1] * (weight.dim() - 2))))
 
 
-def _batchnorm_after(modules: list[tuple[str, nn.Module]]) -> dict[str, nn.Module]:
+def _batchnorm_after(modules: list[tuple[str, nn.Module]]) -> dict[str, nn.BatchNorm2d]:
     """conv name -> the BatchNorm registered right after it (zoo convention)."""
     pairs = {}
-    for (name, module), (_, following) in zip(modules, modules[1:], strict=False):
+    for (name, module), (_, following) in itertools.pairwise(modules):
         if isinstance(module, nn.Conv2d) and isinstance(following, nn.BatchNorm2d):
             pairs[name] = following
     return pairs

@@ -158,7 +158,7 @@ def test_constants_seen_through_padding_merge_into_one_channel():
     with torch.no_grad():
         model[0].weight[1:] = 0
         model[0].bias.copy_(torch.tensor([0.0, 1.0, -2.0, 3.0]))  # constants 1 and 3 (relu)
-    compacted, report = check_exact_and_minimal(model, [2, 1, 8, 8])
+    _compacted, report = check_exact_and_minimal(model, [2, 1, 8, 8])
     assert report.layers[0].shape_after[0] == 2  # the live unit and one constant unit
     assert report.layers[0].kept_constant == 1
 
