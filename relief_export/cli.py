@@ -110,6 +110,46 @@ def _run_prune(args: argparse.Namespace) -> int:
 _SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_parser}
 
 
+def _positive_shape(text: str) -> list[int]:
+    values = _int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"input shape entries must be >= 1, got {text!r}")
+    return values
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Export a pruned PyTorch model to a compact, verified ONNX file.",
+        epilog="other commands: relief-export {train,prune,inspect,bench,demo} --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("model", help="relief_export checkpoint (.pt), torch.export archive "
+                        "(.pt2) or, with --trust-pickle, a pickled nn.Module")
+    parser.add_argument("--out", required=True, help="ONNX file to write")
+    parser.add_argument("--input-shape", type=_positive_shape, default=None,
+                        help="e.g. 1,1,28,28 (needed only when the file records none)")
+    parser.add_argument("--weights", choices=("auto", "dense", "csr", "bsr", "bitmask"),
+                        default="auto", help="weight encoding (auto: smallest per tensor)")
+    parser.add_argument("--fp16-weights", action="store_true",
+                        help="store weight values as float16 (cast to float32 at load)")
+    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--dense-out", default=None,
+                        help="also write the masked model exported densely (the baseline)")
+    parser.add_argument("--report", default=None, help="write the summary as JSON")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the onnx.checker and onnxruntime-vs-torch checks")
+    parser.add_argument("--verbose", action="store_true", help="print one row per tensor")
+    _add_trust_options(parser)
+    parser.set_defaults(handler=_run_export)
+    return parser
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .commands.export import export_command
+
+    return export_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Prune PyTorch models with NNrelief and export compact ONNX.")
@@ -122,11 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    if getattr(args, "handler", None) is None:
-        parser.print_help(sys.stderr)
-        return 2
+    if args_list and args_list[0] in _SUBCOMMANDS:
+        args = build_parser().parse_args(args_list)
+    else:
+        args = build_export_parser().parse_args(args_list)
     try:
         return int(args.handler(args))
     except ReliefError as error:

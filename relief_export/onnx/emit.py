@@ -1,0 +1,62 @@
+"""torch module -> ONNX ModelProto: input "input" with a dynamic batch axis, output "output"."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+
+import onnx
+import torch
+from torch import nn
+
+from ..errors import ReliefError
+from .compat import max_ir_version
+
+INPUT, OUTPUT = "input", "output"
+
+
+def to_onnx(model: nn.Module, example: torch.Tensor, opset: int = 18) -> onnx.ModelProto:
+    """Export with torch.onnx (dynamo exporter); IR version capped for onnxruntime."""
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with _quiet():
+            program = torch.onnx.export(model, (example,), input_names=[INPUT],
+                                        output_names=[OUTPUT], opset_version=opset,
+                                        dynamic_shapes=({0: batch},), dynamo=True,
+                                        verbose=False)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ReliefError(f"torch.onnx.export failed on {type(model).__name__}: {first}"
+                          ) from None
+    assert program is not None
+    proto = program.model_proto
+    proto.ir_version = min(proto.ir_version, max_ir_version())
+    return proto
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporter prints progress and warnings meant for its developers; keep them out."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch._dynamo",
+                                                    "torch.export", "torch._export")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
+    """Replace metadata_props entries by key."""
+    kept = [p for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)

@@ -1,0 +1,93 @@
+"""Does the ONNX model compute what the torch model computes? onnx.checker + onnxruntime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from ..errors import ReliefError, VerificationError
+from ..table import format_table
+from .emit import INPUT
+
+
+@dataclass(frozen=True)
+class Check:
+    """One comparison: which inputs, max |error| and max |expected| over the outputs."""
+
+    inputs: str
+    max_error: float
+    max_output: float
+
+    @property
+    def relative(self) -> float:
+        return self.max_error / max(self.max_output, 1e-12)
+
+
+def session(model_bytes: bytes, threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def check_structure(model: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise VerificationError(f"the exported model fails onnx.checker: {first}") from None
+
+
+def compare(model_bytes: bytes, reference: nn.Module, batches: dict[str, torch.Tensor],
+            tolerance: float) -> list[Check]:
+    """Run both on every named batch; raise VerificationError above ``tolerance``."""
+    runner = session(model_bytes)
+    checks = []
+    reference.eval()
+    for label, x in batches.items():
+        with torch.no_grad():
+            expected = reference(x).numpy()
+        got = runner.run(None, {INPUT: x.numpy()})[0]
+        if got.shape != expected.shape:
+            raise VerificationError(f"ONNX output shape {got.shape} differs from torch "
+                                    f"{expected.shape} on {label}")
+        checks.append(Check(label, float(np.abs(got - expected).max()),
+                            float(np.abs(expected).max())))
+    worst = max(c.relative for c in checks)
+    if not worst <= tolerance:
+        table = format_table(["inputs", "max |error|", "max |output|", "relative"],
+                             [[c.inputs, c.max_error, c.max_output, c.relative]
+                              for c in checks])
+        raise VerificationError(f"onnxruntime disagrees with torch (max relative error "
+                                f"{worst:.2e} > {tolerance:.0e}); no file written\n{table}")
+    return checks
+
+
+def seeded_inputs(shape: list[int], samples: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    size = (samples, *shape[1:])
+    return {f"{samples} N(0,1) samples (seed {seed})": torch.randn(size, generator=generator),
+            f"{samples} U(0,1) samples (seed {seed})": torch.rand(size, generator=generator),
+            "batch of 1": torch.rand((1, *shape[1:]), generator=generator)}
+
+
+def real_inputs(spec: str | None, shape: list[int], count: int = 64) -> dict[str, torch.Tensor]:
+    """Test samples of the data set a checkpoint names, when they load and fit."""
+    if not spec:
+        return {}
+    from .. import data
+
+    try:
+        images, _ = data.load(spec, "test").tensors()
+    except ReliefError:
+        return {}
+    if list(images.shape[1:]) != list(shape[1:]):
+        return {}
+    return {f"{min(count, len(images))} test samples of {spec}": images[:count]}
