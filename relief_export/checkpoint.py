@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import types
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,7 +194,24 @@ def _read_export_archive(source: Path) -> LoadedModel:
     shape = None
     if len(placeholders) == 1 and "val" in placeholders[0].meta:
         shape = [int(d) if isinstance(d, int) else 1 for d in placeholders[0].meta["val"].shape]
-    return LoadedModel(program.module(), source, "torch.export", shape)
+    module = program.module()
+    _drop_shape_guards(module)
+    # An exported graph is fixed to the mode it was captured in; train() / eval() would raise.
+    module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
+    module.eval = types.MethodType(lambda self: self, module)  # type: ignore[method-assign]
+    return LoadedModel(module, source, "torch.export", shape)
+
+
+def _drop_shape_guards(module: nn.Module) -> None:
+    """Remove the input-shape guard of an unlifted program, so that any batch size the graph
+    itself supports runs (the ONNX export has a dynamic batch axis)."""
+    graph = getattr(module, "graph", None)
+    if graph is None:
+        return
+    for node in list(graph.nodes):
+        if node.op == "call_module" and str(node.target) == "_guards_fn" and not node.users:
+            graph.erase_node(node)
+    module.recompile()  # type: ignore[operator]
 
 
 def _first_line(error: BaseException) -> str:

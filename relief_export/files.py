@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .errors import ReliefError
 
@@ -24,7 +25,7 @@ def check_writable(path: str | Path) -> Path:
     return target
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(temp_path)`` then move the finished file to ``path``.
 
     An existing file at ``path`` is replaced only once the new one is complete; on any

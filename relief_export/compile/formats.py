@@ -123,7 +123,7 @@ def decode(encoded: Encoded) -> np.ndarray:
     if encoded.format == "csr":
         rows = len(a["row_pointers"]) - 1
         cols = size // max(rows, 1)
-        counts = np.diff(a["row_pointers"].astype(np.int64))
+        counts = np.diff(a["row_pointers"].astype(np.int64)).astype(np.int64)
         row_ids = np.repeat(np.arange(rows), counts)
         dense[row_ids * cols + a["columns"].astype(np.int64)] = a["values"]
     elif encoded.format == "delta":

@@ -177,6 +177,10 @@ def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
         _repad(node, before, after)
     elif edit.kind == "slice":
         _reslice(node, edit.detail, kept[edit.source])  # type: ignore[index]
+    elif edit.kind == "aten_slice":
+        start, stop = _new_range(edit.detail, kept[edit.source])  # type: ignore[index]
+        node.update_arg(2, start)
+        node.update_arg(3, stop)
     elif edit.kind == "reshape":
         _reshape(node, len(kept[node]))
     elif edit.kind == "gather":
@@ -216,17 +220,21 @@ def _repad(node: fx.Node, before: int, after: int) -> None:
         node.update_kwarg("pad", tuple(pad))
 
 
-def _reslice(node: fx.Node, detail: tuple[int, int], kept_source: list[int]) -> None:
+def _new_range(detail: tuple[int, int], kept_source: list[int]) -> tuple[int, int]:
+    """Where channels start:stop of the source land once only ``kept_source`` remain."""
     start, stop = detail
     new_start = sum(1 for c in kept_source if c < start)
-    new_stop = new_start + sum(1 for c in kept_source if start <= c < stop)
+    return new_start, new_start + sum(1 for c in kept_source if start <= c < stop)
+
+
+def _reslice(node: fx.Node, detail: tuple[int, int], kept_source: list[int]) -> None:
     index = list(g.arg(node, 1))
-    index[1] = slice(new_start, new_stop)
+    index[1] = slice(*_new_range(detail, kept_source))
     node.update_arg(1, tuple(index))
 
 
 def _reshape(node: fx.Node, features: int) -> None:
-    if node.op != "call_method" and node.target is not torch.reshape:
+    if node.op != "call_method" and node.target not in g.SIZED_RESHAPES:
         return
     sizes = list(node.args[1:]) if node.op == "call_method" else [node.args[1]]
     if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):

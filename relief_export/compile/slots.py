@@ -215,7 +215,7 @@ class _Builder:
                 return self.elementwise
             if target in g.IDENTITY_FUNCTIONS:
                 return self.identity
-            if target in g.POOL_FUNCTIONS:
+            if target in g.POOL_FUNCTIONS or target in g.AVERAGE_POOL_FUNCTIONS:
                 return self.pool
             if target in g.ADD_FUNCTIONS:
                 return self.add
@@ -223,13 +223,17 @@ class _Builder:
                 return self.mul
             if target in g.RESHAPE_FUNCTIONS:
                 return self.reshape
-            if target is torch.cat:
+            if target in g.CAT_FUNCTIONS:
                 return self.cat
             if target is torch.nn.functional.pad:
                 return self.pad
+            if target is g.aten.constant_pad_nd.default:
+                return self.constant_pad
             if target is operator.getitem:
                 return self.getitem
-            if target in (torch.mean, torch.amax):
+            if target is g.aten.slice.Tensor:
+                return self.aten_slice
+            if target in g.MEAN_FUNCTIONS:
                 return self.reduce_spatial
             return None
         if node.op == "call_method":
@@ -311,7 +315,7 @@ class _Builder:
         module = self.modules.get(str(node.target)) if node.op == "call_module" else None
         padded_average = isinstance(module, nn.AvgPool2d) and module.count_include_pad and \
             module.padding not in (0, (0, 0))
-        if node.op == "call_function" and node.target is torch.nn.functional.avg_pool2d:
+        if node.op == "call_function" and node.target in g.AVERAGE_POOL_FUNCTIONS:
             padded_average = True  # conservative: functional padding arguments vary
         live = source.live | ((source.value != 0) if padded_average else False)
         return source.with_state(live, source.value)
@@ -346,6 +350,8 @@ class _Builder:
         return self._affine(node, data, other, "mul")
 
     def _affine(self, node: fx.Node, data: Slots, other: Any, kind: str) -> Slots | None:
+        if g.arg(node, 2, "alpha", 1) != 1:
+            return None
         constant = self.constant(other)
         per_channel = None if constant is None else self.per_channel(constant, data.width)
         if per_channel is None:
@@ -405,12 +411,17 @@ class _Builder:
         return Slots([slot for v in present for slot in v.ids],
                      torch.cat([v.live for v in present]), torch.cat([v.value for v in present]))
 
+    def constant_pad(self, node: fx.Node) -> Slots | None:
+        """aten.constant_pad_nd(input, pad, value)."""
+        return self._pad(node, g.arg(node, 1, "pad"), "constant", g.arg(node, 2, "value", 0))
+
     def pad(self, node: fx.Node) -> Slots | None:
+        return self._pad(node, g.arg(node, 1, "pad"), g.arg(node, 2, "mode", "constant"),
+                         g.arg(node, 3, "value"))
+
+    def _pad(self, node: fx.Node, pad: Any, mode: Any, fill: Any) -> Slots | None:
         source_node = g.arg(node, 0, "input")
         source, shape = self.of(source_node), _shape(source_node)
-        pad = g.arg(node, 1, "pad")
-        mode = g.arg(node, 2, "mode", "constant")
-        fill = g.arg(node, 3, "value")
         if source is None or shape is None or not isinstance(pad, (list, tuple)):
             return None
         if len(pad) // 2 < len(shape) - 1:
@@ -446,11 +457,30 @@ class _Builder:
                                         (picked.start, picked.stop)))
         return Slots(source.ids[channel], source.live[channel], source.value[channel])
 
+    def aten_slice(self, node: fx.Node) -> Slots | None:
+        """aten.slice.Tensor(input, dim, start, end, step): channels move only for dim 1."""
+        source = self.of(g.arg(node, 0, "self"))
+        dim, step = g.arg(node, 1, "dim", 0), g.arg(node, 4, "step", 1)
+        shape = _shape(g.arg(node, 0, "self"))
+        if source is None or shape is None:
+            return None
+        dim %= len(shape)
+        if dim >= 2:
+            return source
+        if dim != 1 or step != 1:
+            return None
+        picked = range(source.width)[slice(g.arg(node, 2, "start"), g.arg(node, 3, "end"))]
+        self.s.edits.append(ChannelEdit(node, "aten_slice", g.arg(node, 0, "self"),
+                                        (picked.start, picked.stop)))
+        chosen = slice(picked.start, picked.stop)
+        return Slots(source.ids[chosen], source.live[chosen], source.value[chosen])
+
     # -- fallback --------------------------------------------------------------------------------
     def unknown(self, node: fx.Node) -> Slots | None:
         described = f"{node.op} {getattr(node.target, '__name__', node.target)} ({node.name})"
         arguments = fx.node.map_aggregate((node.args, node.kwargs), lambda a: a)
-        if any(isinstance(a, fx.Node) and a in self.s.values for a in _flatten(arguments)):
+        if node.users and any(isinstance(a, fx.Node) and a in self.s.values
+                              for a in _flatten(arguments)):
             self.s.unsupported.append(described)
         self._pin_all(arguments, f"left uncompacted around unsupported {described}")
         width = _width(node)

@@ -71,7 +71,8 @@ class ExportReport:
                 ["verification: max relative error", error],
                 ["seconds", f"{self.seconds:.1f}"]]
         if self.fp16_error_vs_fp32 is not None:
-            rows.insert(-1, ["fp16 weights: relative error vs fp32", f"{self.fp16_error_vs_fp32:.2e}"])
+            rows.insert(-1, ["fp16 weights: relative error vs fp32",
+                             f"{self.fp16_error_vs_fp32:.2e}"])
         formats = ", ".join(f"{f} x{n}" for f, n in self._format_counts().items())
         return format_table(["", self.out], rows) + f"\nweight formats: {formats}"
 

@@ -1,0 +1,46 @@
+"""onnxruntime timing: sessions with fixed threads, warm-up, repeats interleaved across models.
+
+Interleaving (A B A B ...) makes slow drifts of the machine (frequency, other load) hit every
+model alike, so ratios measured in one run are trustworthy even when absolute times wander.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import onnxruntime as ort
+
+
+def create_session(model: bytes | str, threads: int) -> tuple[ort.InferenceSession, float]:
+    """A CPU session with ``threads`` intra-op threads (1 inter-op) and its creation seconds."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    start = time.perf_counter()
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return session, time.perf_counter() - start
+
+
+def time_interleaved(sessions: Mapping[str, ort.InferenceSession], feed: np.ndarray,
+                     warmup: int = 3, repeats: int = 20) -> dict[str, list[float]]:
+    """Seconds per run for every model, measured round-robin ``repeats`` times each."""
+    names = list(sessions)
+    inputs = {name: {sessions[name].get_inputs()[0].name: feed} for name in names}
+    for _ in range(warmup):
+        for name in names:
+            sessions[name].run(None, inputs[name])
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            start = time.perf_counter()
+            sessions[name].run(None, inputs[name])
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
