@@ -107,14 +107,36 @@ def _run_prune(args: argparse.Namespace) -> int:
     return prune_command(args)
 
 
-_SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_parser}
+def _bench_parser(sub) -> None:
+    from .data import SPEC_HELP
+
+    parser = sub.add_parser("bench", help="benchmark ONNX models with onnxruntime (CPU)")
+    parser.add_argument("models", nargs="+", help="ONNX files; the first is the baseline")
+    parser.add_argument("--batch", type=_positive_list, default=[1, 8, 64])
+    parser.add_argument("--threads", type=_positive_list, default=[1])
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--data", default=None, help=f"measure accuracy on: {SPEC_HELP}")
+    parser.add_argument("--json", default=None, help="write the results as JSON")
+    parser.add_argument("--plot", default=None, help="write latency and size plots (PNG)")
+    parser.set_defaults(handler=_run_bench)
 
 
-def _positive_shape(text: str) -> list[int]:
+def _positive_list(text: str) -> list[int]:
     values = _int_list(text)
     if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"input shape entries must be >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
     return values
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .commands.bench import bench_command
+
+    return bench_command(args)
+
+
+_SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_parser,
+                                     "bench": _bench_parser}
 
 
 def build_export_parser() -> argparse.ArgumentParser:
@@ -126,7 +148,7 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="relief_export checkpoint (.pt), torch.export archive "
                         "(.pt2) or, with --trust-pickle, a pickled nn.Module")
     parser.add_argument("--out", required=True, help="ONNX file to write")
-    parser.add_argument("--input-shape", type=_positive_shape, default=None,
+    parser.add_argument("--input-shape", type=_positive_list, default=None,
                         help="e.g. 1,1,28,28 (needed only when the file records none)")
     parser.add_argument("--weights", choices=("auto", "dense", "csr", "bsr", "bitmask"),
                         default="auto", help="weight encoding (auto: smallest per tensor)")

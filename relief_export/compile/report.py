@@ -28,7 +28,7 @@ class LayerChange:
 
 @dataclass
 class CompactionReport:
-    """Totals and per-layer changes; ``notes`` lists fallbacks and choices (BN folding, gathers)."""
+    """Totals and per-layer changes; ``notes`` lists fallbacks and choices (BN folding, input crop)."""
 
     layers: list[LayerChange] = field(default_factory=list)
     input_features_dropped: int = 0
@@ -72,7 +72,7 @@ class CompactionReport:
                      self.params_before, self.params_after, self.macs_before, self.macs_after])
         text = format_table(["layer", "before", "after", "unread", "constant", "params before",
                              "params after", "MACs before", "MACs after"], rows)
-        extra = [f"input features dropped by a gather: {self.input_features_dropped}"] \
+        extra = [f"input features cropped away: {self.input_features_dropped}"] \
             if self.input_features_dropped else []
         if self.batchnorm_folded:
             extra.append(f"BatchNorm folded into the layer before it: "

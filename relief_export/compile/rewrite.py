@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 
 import torch
@@ -16,6 +17,10 @@ from .slots import ChannelEdit, SlotGraph
 def rewrite(slots: SlotGraph, decision: Decision) -> tuple[list[LayerChange], int]:
     """Rewrite ``slots.graph_module`` in place; returns per-layer changes and gathered inputs."""
     kept = {node: decision.kept(slots, node) for node in slots.values}
+    for edit in slots.edits:
+        if edit.kind == "crop":  # the used features' bounding box is what stays
+            edit.detail = _bounding_box(edit.source, kept[edit.node])
+            kept[edit.node] = _box_features(edit.source, edit.detail)
     changes = [_rewrite_layer(slots, decision, layer, kept)
                for layer in slots.layers.values()]
     dropped = 0
@@ -183,8 +188,8 @@ def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
         node.update_arg(3, stop)
     elif edit.kind == "reshape":
         _reshape(node, len(kept[node]))
-    elif edit.kind == "gather":
-        return _gather(slots, node, kept[node])
+    elif edit.kind == "crop":
+        return _crop(slots, node, edit.source, edit.detail)
     return 0
 
 
@@ -246,18 +251,39 @@ def _reshape(node: fx.Node, features: int) -> None:
         node.update_arg(2, features)
 
 
-def _gather(slots: SlotGraph, node: fx.Node, features: list[int]) -> int:
-    width = slots.values[node].width
-    if len(features) == width:
+Box = tuple[tuple[int, int], ...]
+
+
+def _bounding_box(source: fx.Node | None, features: list[int]) -> Box:
+    """Per input axis (after the batch), [start, stop) covering every used feature."""
+    shape = g.shape_of(source)
+    assert shape is not None
+    dims = shape[1:]
+    if not features:
+        return tuple((0, 1) for _ in dims)
+    coordinates = torch.tensor(features).unsqueeze(1)
+    strides = torch.tensor([int(torch.tensor(dims[i + 1:]).prod()) for i in range(len(dims))])
+    positions = (coordinates // strides) % torch.tensor(dims)
+    low, high = positions.min(0).values, positions.max(0).values + 1
+    return tuple((int(a), int(b)) for a, b in zip(low, high, strict=True))
+
+
+def _box_features(source, box: Box) -> list[int]:
+    """Flat feature indices inside the box, in the order a cropped tensor flattens to."""
+    dims = g.shape_of(source)[1:]  # type: ignore[index]
+    grid = torch.arange(int(torch.tensor(dims).prod())).view(dims)
+    return grid[tuple(slice(a, b) for a, b in box)].flatten().tolist()
+
+
+def _crop(slots: SlotGraph, node: fx.Node, source: fx.Node | None, box: Box) -> int:
+    """Slice the network input to the box before it is flattened; returns features dropped."""
+    assert source is not None
+    features = len(slots.values[node].ids)
+    kept = _box_features(source, box)
+    if len(kept) == features:
         return 0
-    graph_module = slots.graph_module
-    name = "input_features_kept"
-    graph_module.register_buffer(name, torch.tensor(features, dtype=torch.long))
-    users = list(node.users)
-    with graph_module.graph.inserting_after(node):
-        index = graph_module.graph.get_attr(name)
-    with graph_module.graph.inserting_after(index):
-        gathered = graph_module.graph.call_function(torch.index_select, (node, 1, index))
-    for user in users:
-        user.replace_input_with(node, gathered)
-    return width - len(features)
+    index = (slice(None), *(slice(a, b) for a, b in box))
+    with slots.graph_module.graph.inserting_before(node):
+        cropped = slots.graph_module.graph.call_function(operator.getitem, (source, index))
+    node.replace_input_with(source, cropped)
+    return features - len(kept)

@@ -71,7 +71,7 @@ class ChannelEdit:
     """A node whose arguments depend on how many channels survive (pad, slice, view, attr)."""
 
     node: fx.Node
-    kind: str  # "pad", "slice", "reshape", "attr", "batchnorm", "gather"
+    kind: str  # "pad", "slice", "aten_slice", "reshape", "attr", "batchnorm", "crop"
     source: fx.Node | None = None
     detail: Any = None
 
@@ -389,7 +389,7 @@ class _Builder:
             return None
         if isinstance(source_node, fx.Node) and source_node.op == "placeholder":
             features = self.fresh(after[1])
-            self.s.edits.append(ChannelEdit(node, "gather", source_node))
+            self.s.edits.append(ChannelEdit(node, "crop", source_node))
             self.s.edits.append(ChannelEdit(node, "reshape", source_node))
             return features
         self.s.edits.append(ChannelEdit(node, "reshape", source_node))

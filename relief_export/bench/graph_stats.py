@@ -1,0 +1,100 @@
+"""Parameters and multiply-adds counted from an ONNX file, after onnxruntime's constant folding.
+
+Weight decoders are folded first (onnxruntime, basic level: constant folding only, nothing
+hardware-specific), so encoded and dense files count alike. MACs per sample (batch 1):
+Conv: C_out x (C_in / groups) x kh x kw x H_out x W_out; Gemm / MatMul: M x K x N.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper, shape_inference
+
+from ..errors import ReliefError
+
+
+@dataclass(frozen=True)
+class GraphStats:
+    """Input signature (batch axis excluded), parameters, nonzeros and MACs per sample."""
+
+    input_name: str
+    input_shape: tuple[int, ...]
+    input_type: int
+    parameters: int
+    nonzero: int
+    macs: int
+
+
+def graph_stats(path: Path) -> GraphStats:
+    folded = _folded(path)
+    model = shape_inference.infer_shapes(_with_batch_one(folded))
+    graph = model.graph
+    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    shapes = _value_shapes(model)
+    macs = sum(_macs(node, shapes) for node in graph.node)
+    floats = [w for w in weights.values() if np.issubdtype(w.dtype, np.floating)]
+    inputs = [i for i in graph.input if i.name not in weights]
+    if len(inputs) != 1:
+        raise ReliefError(f"{path}: expected one graph input, found {len(inputs)}")
+    dims = tuple(d.dim_value for d in inputs[0].type.tensor_type.shape.dim[1:])
+    return GraphStats(inputs[0].name, dims, inputs[0].type.tensor_type.elem_type,
+                      sum(int(w.size) for w in floats),
+                      sum(int(np.count_nonzero(w)) for w in floats), macs)
+
+
+def _folded(path: Path) -> onnx.ModelProto:
+    try:
+        original = onnx.load(path)  # external data, if any, is read from beside the file
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ReliefError(f"{path}: not a readable ONNX file ({first})") from None
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "folded.onnx"
+        options.optimized_model_filepath = str(target)
+        try:
+            ort.InferenceSession(original.SerializeToString(), options,
+                                 providers=["CPUExecutionProvider"])
+        except Exception as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ReliefError(f"{path}: onnxruntime cannot load it ({first})") from None
+        return onnx.load(target)
+
+
+def _with_batch_one(model: onnx.ModelProto) -> onnx.ModelProto:
+    for value in [*model.graph.input, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].dim_value:
+            dims[0].dim_value = 1
+    return model
+
+
+def _value_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = tuple(d.dim_value for d in dims)
+    for initializer in model.graph.initializer:
+        shapes[initializer.name] = tuple(initializer.dims)
+    return shapes
+
+
+def _macs(node: onnx.NodeProto, shapes: dict) -> int:
+    if node.op_type == "Conv" and node.input[1] in shapes and node.output[0] in shapes:
+        weight = shapes[node.input[1]]
+        out = shapes[node.output[0]]
+        return int(np.prod(weight)) * int(np.prod(out[2:])) if len(out) > 2 else 0
+    if node.op_type in ("Gemm", "MatMul") and node.input[1] in shapes \
+            and node.input[0] in shapes:
+        a, b = shapes[node.input[0]], shapes[node.input[1]]
+        rows = int(np.prod(a[:-1])) if len(a) > 1 else 1
+        return rows * int(np.prod(b))
+    return 0
