@@ -135,8 +135,22 @@ def _run_bench(args: argparse.Namespace) -> int:
     return bench_command(args)
 
 
+def _demo_parser(sub) -> None:
+    parser = sub.add_parser("demo", help="the whole pipeline on the packaged MNIST digits")
+    parser.add_argument("--out", default="demo_out", help="folder for models, report, figures")
+    parser.add_argument("--quick", action="store_true", help="a few epochs only (smoke test)")
+    parser.set_defaults(handler=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, quick=args.quick)
+    return 0
+
+
 _SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_parser,
-                                     "bench": _bench_parser}
+                                     "bench": _bench_parser, "demo": _demo_parser}
 
 
 def build_export_parser() -> argparse.ArgumentParser:

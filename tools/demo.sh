@@ -3,5 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-mkdir -p demo_out
-.venv/bin/relief-export train --arch lenet300_100 --data mnist5k --epochs 20 --out demo_out/dense.pt "$@"
+.venv/bin/relief-export demo --out demo_out "$@"

@@ -81,7 +81,8 @@ class BenchReport:
 
     def table(self) -> str:
         models = format_table(
-            ["model", "file bytes", "parameters", "nonzero", "MACs", "accuracy", "memory MB"],
+            ["model", "file bytes", "parameters", "nonzero", "MACs", "accuracy",
+             "peak memory MB"],
             [[m.path, f"{m.file_bytes:,}", f"{m.parameters:,}", f"{m.nonzero:,}",
               f"{m.macs:,}", None if m.accuracy is None else f"{100 * m.accuracy:.2f}%",
               None if m.memory_bytes is None else f"{m.memory_bytes / 2**20:.1f}"]

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from ..errors import ReliefError
 from .graph_stats import GraphStats, graph_stats
 from .latency import create_session, percentile, time_interleaved
+from .memory import peak_memory
 from .report import BenchReport, Measurement, ModelInfo
 
 
@@ -44,10 +45,7 @@ def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 
         feed = rng.random((batch, *stats[0].input_shape), dtype=np.float32)
         sessions, created = {}, {}
         for path in files:
-            memory_before = _rss_bytes()
             sessions[str(path)], created[str(path)] = create_session(str(path), count)
-            sessions[str(path)].run(None, {stats[0].input_name: feed})
-            _record_memory(report, str(path), _rss_bytes() - memory_before)
         times = time_interleaved(sessions, feed, warmup, repeats)
         for name, samples in times.items():
             median = percentile(samples, 50)
@@ -55,6 +53,8 @@ def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 
                 name, count, batch, 1e3 * median, 1e3 * percentile(samples, 90),
                 1e3 * percentile(samples, 99), batch / median, 1e3 * created[name]))
         del sessions
+    for path, info in zip(files, models, strict=True):
+        info.memory_bytes = peak_memory(path, max(batch_sizes), max(threads))
     return report
 
 
@@ -88,20 +88,3 @@ def top1(session, input_name: str, images: np.ndarray, labels: np.ndarray,
         logits = session.run(None, {input_name: images[start:start + batch]})[0]
         correct += int((logits.argmax(1) == labels[start:start + batch]).sum())
     return correct / len(images)
-
-
-def _record_memory(report: BenchReport, name: str, growth: int) -> None:
-    info = next(m for m in report.models if m.path == name)
-    info.memory_bytes = max(info.memory_bytes or 0, growth)
-
-
-def _rss_bytes() -> int:
-    """Resident set size of this process (Linux /proc), 0 where unavailable."""
-    try:
-        with open("/proc/self/statm") as handle:
-            pages = int(handle.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0
-    import os
-
-    return pages * os.sysconf("SC_PAGE_SIZE")

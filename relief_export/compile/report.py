@@ -28,7 +28,7 @@ class LayerChange:
 
 @dataclass
 class CompactionReport:
-    """Totals and per-layer changes; ``notes`` lists fallbacks and choices (BN folding, input crop)."""
+    """Totals and per-layer changes; ``notes`` lists fallbacks and choices (input crop, ...)."""
 
     layers: list[LayerChange] = field(default_factory=list)
     input_features_dropped: int = 0
