@@ -169,6 +169,9 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16-weights", action="store_true",
                         help="store weight values as float16 (cast to float32 at load)")
     parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--align", type=int, default=8,
+                        help="keep a multiple of N units per layer (CPU kernels use blocks of "
+                        "8); 1 keeps the minimum")
     parser.add_argument("--dense-out", default=None,
                         help="also write the masked model exported densely (the baseline)")
     parser.add_argument("--report", default=None, help="write the summary as JSON")

@@ -41,7 +41,7 @@ from relief_export.prune import FitConfig, ReliefConfig, fit, relief
 from relief_export.table import format_table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_export import sparse_initializer_bytes  # noqa: E402
+from bench_export import sparse_initializer_bytes
 
 REPEATS = {1: 50, 64: 10}
 

@@ -10,7 +10,7 @@ from ..onnx.export import export_onnx, history_table
 def export_command(args: argparse.Namespace) -> int:
     report = export_onnx(args.model, args.out, input_shape=args.input_shape,
                          weights=args.weights, fp16_weights=args.fp16_weights,
-                         opset=args.opset, dense_out=args.dense_out,
+                         opset=args.opset, align=args.align, dense_out=args.dense_out,
                          verify_outputs=not args.no_verify, trust=args.trust_pickle,
                          allow_factory=args.allow_factory, report_path=args.report)
     if args.verbose:

@@ -19,18 +19,19 @@ TOLERANCE = 1e-5
 
 
 def compact(model: nn.Module, example_inputs: Any, *, fold_batchnorm: bool = False,
-            check_samples: int = 8) -> fx.GraphModule:
+            align: int = 1, check_samples: int = 8) -> fx.GraphModule:
     """A smaller model computing the same function; see ``compact_with_report``."""
     return compact_with_report(model, example_inputs, fold_batchnorm=fold_batchnorm,
-                               check_samples=check_samples)[0]
+                               align=align, check_samples=check_samples)[0]
 
 
 def compact_with_report(model: nn.Module, example_inputs: Any, *,
-                        fold_batchnorm: bool = False, check_samples: int = 8
+                        fold_batchnorm: bool = False, align: int = 1, check_samples: int = 8
                         ) -> tuple[fx.GraphModule, CompactionReport]:
     """Compact ``model`` (sparsity as zeros or torch.nn.utils.prune masks) and report on it.
 
-    The input model is not modified. The result is checked against it on the example inputs
+    ``align`` > 1 keeps a multiple of that many units per layer (see ``decide``). The input
+    model is not modified. The result is checked against it on the example inputs
     and on seeded random inputs of the same shape: max |error| / max |output| <= 1e-5.
     """
     example = _example(example_inputs)
@@ -39,7 +40,7 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     graph_module = g.trace(reference)
     g.propagate_shapes(graph_module, example)
     slots = build(graph_module)
-    decision = decide(slots)
+    decision = decide(slots, align)
     changes, dropped = rewrite(slots, decision)
     report = CompactionReport(changes, dropped)
     report.notes += [f"left uncompacted: unsupported {op}" for op in

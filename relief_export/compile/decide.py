@@ -24,8 +24,13 @@ class Decision:
                 if slots.union.find(slot) in self.reasons]
 
 
-def decide(slots: SlotGraph) -> Decision:
-    """Repeat: keep what pins or kept units read; units of unkept groups go; until stable."""
+def decide(slots: SlotGraph, align: int = 1) -> Decision:
+    """Repeat: keep what pins or kept units read; units of unkept groups go; until stable.
+
+    With ``align`` > 1, every layer keeps a multiple of ``align`` units (or all of them), by
+    keeping removable units as well: CPU kernels work on channel blocks (8 or 16 wide), and
+    a layer just short of a block boundary pays for the whole block anyway.
+    """
     rows = {node: torch.ones(layer.out_units, dtype=torch.bool)
             for node, layer in slots.layers.items()}
     extra_pins: dict[int, str] = {}
@@ -39,7 +44,9 @@ def decide(slots: SlotGraph) -> Decision:
             first = slots.values[node.args[0]].ids[0]  # type: ignore[index]
             extra_pins[first] = (f"kept one input channel of {slots.layers[node].name} so it "
                                  "keeps an input (its units are constant)")
-        if not starved and all(torch.equal(rows[n], new_rows[n]) for n in rows):
+        aligned = _aligned(slots, new_rows, reasons, align) if align > 1 else {}
+        extra_pins.update(aligned)
+        if not starved and not aligned and all(torch.equal(rows[n], new_rows[n]) for n in rows):
             return Decision(reasons, rows, representative)
         rows = new_rows
 
@@ -87,6 +94,22 @@ def read_inputs(layer: LayerCall, rows: torch.Tensor) -> torch.Tensor:
     groups = layer.groups
     per_in = nonzero.shape[1]
     return nonzero.view(groups, -1, per_in).any(1).flatten()
+
+
+def _aligned(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor], reasons: dict[int, str],
+             align: int) -> dict[int, str]:
+    """Slots to keep so that each layer keeps a multiple of ``align`` units."""
+    extra: dict[int, str] = {}
+    for node, layer in slots.layers.items():
+        kept = int(rows[node].sum())
+        short = -kept % align
+        if short == 0 or kept + short > layer.out_units:
+            continue
+        ids = slots.values[node].ids
+        for slot in [ids[j] for j in torch.nonzero(~rows[node]).flatten().tolist()][:short]:
+            if slots.union.find(slot) not in reasons:
+                extra[slot] = f"kept to align {layer.name} to {align} units"
+    return extra
 
 
 def _starved_layers(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor],

@@ -238,3 +238,16 @@ def test_bad_inputs():
         compact(nn.Sequential(nn.Linear(2, 2)), [torch.rand(1, 2), torch.rand(1, 2)])
     with pytest.raises(ReliefError, match="one floating-point tensor"):
         compact(nn.Sequential(nn.Linear(2, 2)), torch.ones(1, 2, dtype=torch.long))
+
+
+def test_alignment_keeps_multiples_of_the_block_and_stays_exact():
+    torch.manual_seed(0)
+    model = models.build("vgg11").eval()
+    random_masks(model, 3)
+    x = torch.rand(2, 3, 32, 32)
+    minimal = compact_with_report(model, x)[1]
+    aligned_model, aligned = compact_with_report(model, x, align=8)
+    for change in aligned.layers[:-1]:
+        assert change.shape_after[0] % 8 == 0 or change.shape_after[0] == change.shape_before[0]
+    assert minimal.params_after <= aligned.params_after < aligned.params_before
+    assert relative_error(outputs(model, x), outputs(aligned_model, x)) <= 1e-5
