@@ -149,8 +149,24 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_parser(sub) -> None:
+    parser = sub.add_parser("inspect", help="per-layer shapes, density, dead units, formats")
+    parser.add_argument("model", help="checkpoint (.pt), torch.export archive (.pt2) or, with "
+                        "--trust-pickle, a pickled nn.Module")
+    parser.add_argument("--input-shape", type=_positive_list, default=None)
+    _add_trust_options(parser)
+    parser.set_defaults(handler=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from .commands.inspect import inspect_command
+
+    return inspect_command(args)
+
+
 _SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_parser,
-                                     "bench": _bench_parser, "demo": _demo_parser}
+                                     "inspect": _inspect_parser, "bench": _bench_parser,
+                                     "demo": _demo_parser}
 
 
 def build_export_parser() -> argparse.ArgumentParser:

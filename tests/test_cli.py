@@ -92,3 +92,24 @@ def test_prune_bad_inputs(tmp_path, capsys):
         assert code == 2 and message in err, err
     assert dense.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dense.pt"]
+
+
+def test_inspect_reports_dead_units_and_compaction(tmp_path, capsys):
+    from relief_export import models, save_checkpoint
+
+    model = models.build("lenet300_100")
+    with torch.no_grad():
+        model[1].weight[:7] = 0  # 7 dead hidden units
+        model[3].weight[:, 200:] = 0  # hidden units 200..299 unread by layer 3
+    path = save_checkpoint(tmp_path / "m.pt", model, arch={"name": "lenet300_100",
+                                                            "kwargs": {}},
+                           input_shape=[1, 1, 28, 28])
+    code, out, _ = run_cli(["inspect", path], capsys)
+    assert code == 0
+    first = next(line for line in out.splitlines() if line.startswith("1 "))
+    assert first.split()[3] == "7"  # dead units
+    third = next(line for line in out.splitlines() if line.startswith("3 "))
+    assert third.split()[4] == "100"  # unread inputs
+    assert "exact compaction would give" in out
+    code, _, err = run_cli(["inspect", tmp_path / "none.pt"], capsys)
+    assert code == 2 and "no such file" in err
