@@ -44,6 +44,8 @@ RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, aten.flatten.using_ints, aten
                      aten.reshape.default}
 SIZED_RESHAPES = {torch.reshape, aten.view.default, aten.reshape.default}
 CAT_FUNCTIONS = {torch.cat, aten.cat.default}
+SPLIT_FUNCTIONS = {torch.split, torch.chunk, aten.split.Tensor, aten.split_with_sizes.default,
+                   aten.chunk.default}
 MEAN_FUNCTIONS = {torch.mean, torch.amax, aten.mean.dim, aten.amax.default}
 RESHAPE_METHODS = {"view", "reshape", "flatten"}
 

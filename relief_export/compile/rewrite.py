@@ -188,6 +188,8 @@ def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
         node.update_arg(3, stop)
     elif edit.kind == "reshape":
         _reshape(node, len(kept[node]))
+    elif edit.kind == "split":
+        _resplit(slots, decision, node, edit.detail)
     elif edit.kind == "crop":
         return _crop(slots, node, edit.source, edit.detail)
     return 0
@@ -249,6 +251,17 @@ def _reshape(node: fx.Node, features: int) -> None:
             node.update_arg(1, tuple(shape))
     elif len(sizes) == 2 and isinstance(sizes[1], int) and sizes[1] != -1:
         node.update_arg(2, features)
+
+
+def _resplit(slots: SlotGraph, decision: Decision, node: fx.Node, bounds: list[int]) -> None:
+    """torch.split with the number of kept channels in each part."""
+    ids = slots.values[node.args[0]].ids  # type: ignore[index]
+    sizes = [sum(slots.union.find(ids[c]) in decision.reasons for c in range(a, b))
+             for a, b in zip(bounds, bounds[1:], strict=False)]
+    node.target = torch.split
+    node.op = "call_function"
+    node.args = (node.args[0], sizes, 1)
+    node.kwargs = {}
 
 
 Box = tuple[tuple[int, int], ...]

@@ -71,7 +71,7 @@ class ChannelEdit:
     """A node whose arguments depend on how many channels survive (pad, slice, view, attr)."""
 
     node: fx.Node
-    kind: str  # "pad", "slice", "aten_slice", "reshape", "attr", "batchnorm", "crop"
+    kind: str  # "pad", "slice", "aten_slice", "reshape", "attr", "batchnorm", "crop", "split"
     source: fx.Node | None = None
     detail: Any = None
 
@@ -83,6 +83,7 @@ class SlotGraph:
     graph_module: fx.GraphModule
     union: UnionFind = field(default_factory=UnionFind)
     values: dict[fx.Node, Slots] = field(default_factory=dict)
+    parts: dict[fx.Node, list[Slots]] = field(default_factory=dict)  # split / chunk outputs
     layers: dict[fx.Node, g.LayerCall] = field(default_factory=dict)
     pins: dict[int, str] = field(default_factory=dict)  # slot id -> reason
     edits: list[ChannelEdit] = field(default_factory=list)
@@ -167,6 +168,8 @@ class _Builder:
         result = self.dispatch(node)
         if result is not None:
             self.s.values[node] = result
+        elif node in self.s.parts:
+            return
 
     def dispatch(self, node: fx.Node) -> Slots | None:
         if node.op == "placeholder":
@@ -189,7 +192,7 @@ class _Builder:
         handler = self.handler(node)
         if handler is not None:
             result = handler(node)
-            if result is not None:
+            if result is not None or node in self.s.parts:
                 return result
         return self.unknown(node)
 
@@ -231,6 +234,8 @@ class _Builder:
                 return self.constant_pad
             if target is operator.getitem:
                 return self.getitem
+            if target in g.SPLIT_FUNCTIONS:
+                return self.split
             if target is g.aten.slice.Tensor:
                 return self.aten_slice
             if target in g.MEAN_FUNCTIONS:
@@ -249,6 +254,8 @@ class _Builder:
                 return self.reshape
             if target in ("mean", "amax"):
                 return self.reduce_spatial
+            if target in ("split", "chunk"):
+                return self.split
         return None
 
     # -- layers --------------------------------------------------------------------------------
@@ -439,7 +446,32 @@ class _Builder:
                      torch.cat([zeros_before.live, source.live, zeros_after.live]),
                      torch.cat([zeros_before.value, source.value, zeros_after.value]))
 
+    def split(self, node: fx.Node) -> Slots | None:
+        """split / chunk: along channels each part takes its range; otherwise every part keeps
+        all channels. The parts are read by getitem."""
+        source = self.of(g.arg(node, 0, "input"))
+        shape = _shape(g.arg(node, 0, "input"))
+        size = g.arg(node, 1, "split_size_or_sections", g.arg(node, 1, "chunks"))
+        dim = g.arg(node, 2, "dim", 0)
+        if source is None or shape is None or size is None:
+            return None
+        dim %= len(shape)
+        if dim != 1:
+            self.s.parts[node] = [source] * _part_count(node)
+            return None
+        chunked = node.target in (torch.chunk, g.aten.chunk.default, "chunk")
+        sizes = _part_sizes(source.width, size, chunked)
+        if sizes is None:
+            return None
+        bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        self.s.parts[node] = [Slots(source.ids[a:b], source.live[a:b], source.value[a:b])
+                              for a, b in zip(bounds, bounds[1:], strict=False)]
+        self.s.edits.append(ChannelEdit(node, "split", g.arg(node, 0, "input"), bounds))
+        return None
+
     def getitem(self, node: fx.Node) -> Slots | None:
+        if node.args[0] in self.s.parts and isinstance(node.args[1], int):
+            return self.s.parts[node.args[0]][node.args[1]]  # type: ignore[index]
         source = self.of(node.args[0])
         index = node.args[1]
         if source is None:
@@ -520,6 +552,21 @@ def _group_view(per_channel: torch.Tensor, layer: g.LayerCall) -> torch.Tensor:
     per_out = layer.out_units // groups
     return per_channel.view(groups, 1, per_in).expand(groups, per_out, per_in).reshape(
         layer.out_units, per_in)
+
+
+def _part_sizes(width: int, size: Any, chunked: bool) -> list[int] | None:
+    """Channel counts of the parts of a split (sizes or a part size) or a chunk (a count)."""
+    if isinstance(size, (list, tuple)):
+        return [int(s) for s in size] if sum(size) == width else None
+    if not isinstance(size, int) or size < 1:
+        return None
+    step = -(-width // size) if chunked else size
+    return [min(step, width - start) for start in range(0, width, step)]
+
+
+def _part_count(node: fx.Node) -> int:
+    meta = node.meta.get("tensor_meta")
+    return len(meta) if isinstance(meta, (list, tuple)) else 0
 
 
 def _flatten(argument: Any) -> list[Any]:

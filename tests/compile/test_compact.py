@@ -251,3 +251,32 @@ def test_alignment_keeps_multiples_of_the_block_and_stays_exact():
         assert change.shape_after[0] % 8 == 0 or change.shape_after[0] == change.shape_before[0]
     assert minimal.params_after <= aligned.params_after < aligned.params_before
     assert relative_error(outputs(model, x), outputs(aligned_model, x)) <= 1e-5
+
+
+class SplitChunk(nn.Module):
+    """torch.split and Tensor.chunk along channels, each part to its own layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 8, 3)
+        self.left = nn.Conv2d(3, 2, 1)
+        self.right = nn.Conv2d(5, 2, 1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        a, b = torch.split(F.relu(self.conv(x)), [3, 5], dim=1)
+        c, d = (self.left(a) + self.right(b)).chunk(2, dim=1)
+        return self.head(torch.cat([c, d], 1).mean((2, 3)).repeat(1, 2))
+
+
+def test_split_and_chunk_along_channels():
+    torch.manual_seed(0)
+    model = SplitChunk().eval()
+    with torch.no_grad():
+        model.conv.weight[1] = 0  # part a loses a unit
+        model.conv.bias[1] = 0
+        model.conv.weight[6] = 0  # part b keeps a constant unit (folded)
+        model.conv.bias[6] = 0.7
+    _, report = check_exact_and_minimal(model, [2, 2, 6, 6])
+    assert report.layers[0].shape_after[0] == 6
+    assert not any("split" in note or "chunk" in note for note in report.notes)
