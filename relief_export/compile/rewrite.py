@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections import Counter
 
@@ -257,7 +258,7 @@ def _resplit(slots: SlotGraph, decision: Decision, node: fx.Node, bounds: list[i
     """torch.split with the number of kept channels in each part."""
     ids = slots.values[node.args[0]].ids  # type: ignore[index]
     sizes = [sum(slots.union.find(ids[c]) in decision.reasons for c in range(a, b))
-             for a, b in zip(bounds, bounds[1:], strict=False)]
+             for a, b in itertools.pairwise(bounds)]
     node.target = torch.split
     node.op = "call_function"
     node.args = (node.args[0], sizes, 1)

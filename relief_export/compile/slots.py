@@ -19,6 +19,7 @@ group is kept; the decision repeats until nothing changes.
 
 from __future__ import annotations
 
+import itertools
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -465,7 +466,7 @@ class _Builder:
             return None
         bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
         self.s.parts[node] = [Slots(source.ids[a:b], source.live[a:b], source.value[a:b])
-                              for a, b in zip(bounds, bounds[1:], strict=False)]
+                              for a, b in itertools.pairwise(bounds)]
         self.s.edits.append(ChannelEdit(node, "split", g.arg(node, 0, "input"), bounds))
         return None
 
