@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ..fx_attrs import attribute_node, attribute_value
 from . import graph as g
 
 
@@ -131,22 +132,11 @@ class _Builder:
         """A get_attr tensor (through view-like methods) or a Python number, else None."""
         if isinstance(argument, (int, float)) and not isinstance(argument, bool):
             return torch.tensor(float(argument), dtype=torch.float64)
-        current = argument
-        while isinstance(current, fx.Node) and current.op == "call_method" and \
-                current.target in ("view", "reshape", "unsqueeze", "to"):
-            current = current.args[0]
-        if isinstance(current, fx.Node) and current.op == "get_attr":
-            value = g.attribute(self.s.graph_module, str(current.target))
-            if isinstance(value, torch.Tensor):
-                return value.detach().double()
-        return None
+        value = attribute_value(self.s.graph_module, argument)
+        return None if value is None else value.detach().double()
 
     def attr_node(self, argument: Any) -> fx.Node | None:
-        current = argument
-        while isinstance(current, fx.Node) and current.op == "call_method" and \
-                current.target in ("view", "reshape", "unsqueeze", "to"):
-            current = current.args[0]
-        return current if isinstance(current, fx.Node) and current.op == "get_attr" else None
+        return attribute_node(argument)
 
     def per_channel(self, tensor: torch.Tensor, width: int) -> torch.Tensor | None:
         """A [C] view of a constant that varies only along the channel axis, else None."""
@@ -329,33 +319,27 @@ class _Builder:
         return source.with_state(live, source.value)
 
     def add(self, node: fx.Node) -> Slots | None:
-        left, right = g.arg(node, 0, "input"), g.arg(node, 1, "other")
-        a, b = self.of(left), self.of(right)
-        if a is not None and b is not None:
-            if a.width != b.width or _shape(left) != _shape(right):
-                return None
-            for x, y in zip(a.ids, b.ids, strict=True):
-                self.s.union.union(x, y)
-            return a.with_state(a.live | b.live, a.value + b.value)
-        data, other = (a, right) if a is not None else (b, left)
-        if data is None:
-            return None
-        return self._affine(node, data, other, "add")
+        return self._binary(node, "add")
 
     def mul(self, node: fx.Node) -> Slots | None:
+        return self._binary(node, "mul")
+
+    def _binary(self, node: fx.Node, kind: str) -> Slots | None:
+        """x + y or x * y: two values of one shape unite their slots; a value and a constant
+        (scalar or per channel) keep the value's slots."""
         left, right = g.arg(node, 0, "input"), g.arg(node, 1, "other")
         a, b = self.of(left), self.of(right)
-        if a is not None and b is not None:
-            if a.width != b.width or _shape(left) != _shape(right):
-                return None
-            for x, y in zip(a.ids, b.ids, strict=True):
-                self.s.union.union(x, y)
-            zero = (~a.live & (a.value == 0)) | (~b.live & (b.value == 0))
-            return a.with_state((a.live | b.live) & ~zero, a.value * b.value)
-        data, other = (a, right) if a is not None else (b, left)
-        if data is None:
+        if a is None or b is None:
+            data, other = (a, right) if a is not None else (b, left)
+            return None if data is None else self._affine(node, data, other, kind)
+        if a.width != b.width or _shape(left) != _shape(right):
             return None
-        return self._affine(node, data, other, "mul")
+        for x, y in zip(a.ids, b.ids, strict=True):
+            self.s.union.union(x, y)
+        if kind == "add":
+            return a.with_state(a.live | b.live, a.value + b.value)
+        zero = (~a.live & (a.value == 0)) | (~b.live & (b.value == 0))
+        return a.with_state((a.live | b.live) & ~zero, a.value * b.value)
 
     def _affine(self, node: fx.Node, data: Slots, other: Any, kind: str) -> Slots | None:
         if g.arg(node, 2, "alpha", 1) != 1:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ..fx_attrs import attribute_value
 from .structure import (
     ACTIVATION_FUNCTIONS,
     ACTIVATION_METHODS,
@@ -168,16 +169,7 @@ class ChannelFlow:
 
     def _constant(self, node: fx.Node) -> torch.Tensor | None:
         """The value of a parameter / buffer reached through view-like methods, else None."""
-        current = node
-        while current.op == "call_method" and current.target in ("view", "reshape",
-                                                                 "unsqueeze", "to"):
-            current = current.args[0]  # type: ignore[assignment]
-        if current.op != "get_attr":
-            return None
-        value: Any = self.graph_module
-        for part in str(current.target).split("."):
-            value = getattr(value, part)
-        return value if isinstance(value, torch.Tensor) else None
+        return attribute_value(self.graph_module, node)
 
     # -- moving channels ----------------------------------------------------------------------
     def _reshape(self, node: fx.Node) -> Any:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ReliefError
+from ..fx_attrs import attribute_node
 
 LAYER_TYPES = (nn.Linear, nn.Conv2d)
 Layer = nn.Linear | nn.Conv2d
@@ -177,10 +178,7 @@ def _side(node: fx.Node, modules: dict[str, nn.Module]) -> Side:
 def _gate_name(node: fx.Node) -> str | None:
     """The buffer of a ``x * gate.view(1, -1, 1, 1)`` node, if one operand is such a buffer."""
     for operand in node.args[:2]:
-        current = operand
-        while isinstance(current, fx.Node) and current.op == "call_method" and \
-                current.target in ("view", "reshape", "unsqueeze", "expand_as", "to"):
-            current = current.args[0]
-        if isinstance(current, fx.Node) and current.op == "get_attr":
-            return str(current.target)
+        attr = attribute_node(operand)
+        if attr is not None:
+            return str(attr.target)
     return None
