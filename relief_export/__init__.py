@@ -7,6 +7,7 @@ from .compile import CompactionReport, compact, compact_with_report
 from .errors import ReliefError, VerificationError
 from .prune import relief, relief_scores, relief_step
 
-__all__ = ["CompactionReport", "ReliefError", "VerificationError", "__version__", "compact",
-           "compact_with_report", "load_model", "read_model", "relief", "relief_scores",
-           "relief_step", "save_checkpoint"]
+__all__ = ["BenchReport", "CompactionReport", "ExportReport", "ReliefError",
+           "VerificationError", "__version__", "benchmark", "compact", "compact_with_report",
+           "export_onnx", "load_model", "read_model", "relief", "relief_scores", "relief_step",
+           "save_checkpoint"]

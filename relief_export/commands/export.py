@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..onnx.export import export_onnx, history_table
+from ..onnx.export import export_onnx, tensor_table
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -14,6 +14,6 @@ def export_command(args: argparse.Namespace) -> int:
                          verify_outputs=not args.no_verify, trust=args.trust_pickle,
                          allow_factory=args.allow_factory, report_path=args.report)
     if args.verbose:
-        print(history_table(report))
+        print(tensor_table(report))
     print(report.summary())
     return 0

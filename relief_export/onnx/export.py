@@ -221,7 +221,7 @@ def _dense_bytes(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
     return proto.SerializeToString()
 
 
-def history_table(report: ExportReport) -> str:
+def tensor_table(report: ExportReport) -> str:
     return format_table(["tensor", "format", "shape", "nonzero", "stored bytes",
                          "dense bytes"],
                         [[t.name, t.format, "x".join(map(str, t.shape)), t.nonzero,

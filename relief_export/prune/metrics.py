@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -50,7 +50,3 @@ def summary(rows: list[LayerDensity]) -> dict[str, float | dict[str, float]]:
         "nonzero_weights": sum(r.nonzero for r in rows),
         "layer_density": {r.name: r.density for r in rows},
     }
-
-
-def as_dicts(rows: list[LayerDensity]) -> list[dict]:
-    return [asdict(r) | {"density": r.density} for r in rows]
