@@ -13,25 +13,30 @@ from .decide import decide
 from .fold import fold_batchnorms
 from .report import CompactionReport
 from .rewrite import rewrite
-from .slots import build
+from .slots import PARTIAL_ADD_COST, build
 
 TOLERANCE = 1e-5
 
 
 def compact(model: nn.Module, example_inputs: Any, *, fold_batchnorm: bool = False,
-            align: int = 1, check_samples: int = 8) -> fx.GraphModule:
+            align: int = 1, partial_add_cost: float = PARTIAL_ADD_COST,
+            check_samples: int = 8) -> fx.GraphModule:
     """A smaller model computing the same function; see ``compact_with_report``."""
     return compact_with_report(model, example_inputs, fold_batchnorm=fold_batchnorm,
-                               align=align, check_samples=check_samples)[0]
+                               align=align, partial_add_cost=partial_add_cost,
+                               check_samples=check_samples)[0]
 
 
 def compact_with_report(model: nn.Module, example_inputs: Any, *,
-                        fold_batchnorm: bool = False, align: int = 1, check_samples: int = 8
+                        fold_batchnorm: bool = False, align: int = 1,
+                        partial_add_cost: float = PARTIAL_ADD_COST, check_samples: int = 8
                         ) -> tuple[fx.GraphModule, CompactionReport]:
     """Compact ``model`` (sparsity as zeros or torch.nn.utils.prune masks) and report on it.
 
-    ``align`` > 1 keeps a multiple of that many units per layer (see ``decide``). The input
-    model is not modified. The result is checked against it on the example inputs
+    ``align`` > 1 keeps a multiple of that many units per layer (see ``decide``). Where a
+    residual branch has dead units but the stream is live, the branch keeps zero rows unless
+    their MACs exceed ``partial_add_cost`` per element of the sum; then only its live units
+    stay and an index_select places them (a "partial add"). The input model is not modified. The result is checked against it on the example inputs
     and on seeded random inputs of the same shape: max |error| / max |output| <= 1e-5.
     """
     example = _example(example_inputs)
@@ -39,12 +44,13 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     reference = g.unmasked_copy(model)
     graph_module = g.trace(reference)
     g.propagate_shapes(graph_module, example)
-    slots = build(graph_module)
+    slots = build(graph_module, partial_add_cost)
     decision = decide(slots, align)
     changes, dropped = rewrite(slots, decision)
     report = CompactionReport(changes, dropped)
     report.notes += [f"left uncompacted: unsupported {op}" for op in
                      dict.fromkeys(slots.unsupported)]
+    report.notes += slots.notes
     if fold_batchnorm:
         report.batchnorm_folded = fold_batchnorms(graph_module)
     graph_module.eval()

@@ -82,7 +82,20 @@ def _reasons(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor], extra_pins: di
             reasons.setdefault(find(source.ids[channel]),
                                f"constant read by {layer.name}, whose zero padding makes it "
                                "vary at the borders")
+    _partial_add_reads(slots, reasons)
     return reasons, representative
+
+
+def _partial_add_reads(slots: SlotGraph, reasons: dict[int, str]) -> None:
+    """A partial add reads a live branch channel when the sum's channel is kept; a branch
+    keeps at least one unit (a layer cannot have none)."""
+    find = slots.union.find
+    for partial in slots.partial_adds:
+        out, branch = slots.values[partial.node], slots.values[partial.branch]
+        read = [c for c in range(out.width)
+                if find(out.ids[c]) in reasons and branch.live[c]]
+        for channel in read or [0]:
+            reasons.setdefault(find(branch.ids[channel]), f"added by {partial.node.name}")
 
 
 def read_inputs(layer: LayerCall, rows: torch.Tensor) -> torch.Tensor:

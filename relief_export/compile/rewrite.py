@@ -27,6 +27,8 @@ def rewrite(slots: SlotGraph, decision: Decision) -> tuple[list[LayerChange], in
     dropped = 0
     for edit in slots.edits:
         dropped += _apply_edit(slots, decision, edit, kept)
+    for partial in slots.partial_adds:
+        _place_branch(slots, partial, kept)
     graph_module = slots.graph_module
     graph_module.graph.lint()
     graph_module.recompile()
@@ -252,6 +254,39 @@ def _reshape(node: fx.Node, features: int) -> None:
             node.update_arg(1, tuple(shape))
     elif len(sizes) == 2 and isinstance(sizes[1], int) and sizes[1] != -1:
         node.update_arg(2, features)
+
+
+def _place_branch(slots: SlotGraph, partial, kept: dict[fx.Node, list[int]]) -> None:
+    """stream + index_select(cat(branch, 0), placement) + constants of removed branch units."""
+    graph_module, node = slots.graph_module, partial.node
+    out_channels, branch_channels = kept[node], kept[partial.branch]
+    branch = slots.values[partial.branch]
+    position = {c: i for i, c in enumerate(branch_channels)}
+    placement = [position.get(c, len(branch_channels)) for c in out_channels]
+    constants = torch.tensor([0.0 if c in position or branch.live[c] else
+                              float(branch.value[c]) for c in out_channels])
+    if branch_channels == out_channels and not constants.any():
+        return
+    stream = next(a for a in node.args[:2] if isinstance(a, fx.Node) and a is not partial.branch)
+    rank = len(g.shape_of(node) or (0, 0))
+    graph = graph_module.graph
+    name = f"{node.name}_placement"
+    graph_module.register_buffer(name, torch.tensor(placement, dtype=torch.long))
+    with graph.inserting_before(node):
+        zero = graph.call_function(torch.zeros_like, (graph.call_function(
+            operator.getitem, (stream, (slice(None), slice(0, 1)))),))
+        joined = graph.call_function(torch.cat, ([partial.branch, zero], 1))
+        placed = graph.call_function(torch.index_select, (joined, 1, graph.get_attr(name)))
+    node.replace_input_with(partial.branch, placed)
+    if constants.any():
+        shift_name = f"{node.name}_constants"
+        graph_module.register_buffer(shift_name,
+                                     constants.view(1, -1, *([1] * (rank - 2))).float())
+        with graph.inserting_after(node):
+            shift = graph.get_attr(shift_name)
+        with graph.inserting_after(shift):
+            shifted = graph.call_function(operator.add, (node, shift))
+        node.replace_all_uses_with(shifted, delete_user_cb=lambda user: user is not shifted)
 
 
 def _resplit(slots: SlotGraph, decision: Decision, node: fx.Node, bounds: list[int]) -> None:

@@ -22,9 +22,11 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
 
 
-def check_exact_and_minimal(model: nn.Module, shape: list[int], seed: int = 0):
+def check_exact_and_minimal(model: nn.Module, shape: list[int], seed: int = 0,
+                            partial_add_cost: float = 256.0):
     example = torch.rand(shape)
-    compacted, report = compact_with_report(model, example)
+    compacted, report = compact_with_report(model, example,
+                                            partial_add_cost=partial_add_cost)
     generator = torch.Generator().manual_seed(seed)
     for x in (torch.randn(shape, generator=generator), example):
         assert relative_error(outputs(model, x), outputs(compacted, x)) <= 1e-5
@@ -33,7 +35,7 @@ def check_exact_and_minimal(model: nn.Module, shape: list[int], seed: int = 0):
         parameters >= report.params_after  # BatchNorm parameters are not layer parameters
     for change in report.layers:
         assert change.params_after <= change.params_before
-    again = compact_with_report(compacted, example)[1]
+    again = compact_with_report(compacted, example, partial_add_cost=partial_add_cost)[1]
     assert again.params_after == again.params_before, "a second pass still found work"
     zero_rows = {}
     for name, module in compacted.named_modules():
@@ -48,12 +50,12 @@ def check_exact_and_minimal(model: nn.Module, shape: list[int], seed: int = 0):
 
 @pytest.mark.parametrize("name", SMALL)
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**16))
-def test_zoo_models_under_random_masks(name, seed):
+@given(seed=st.integers(0, 2**16), partial_add_cost=st.sampled_from([2.0, 256.0]))
+def test_zoo_models_under_random_masks(name, seed, partial_add_cost):
     torch.manual_seed(seed)
     model = models.build(name).eval()
     random_masks(model, seed)
-    check_exact_and_minimal(model, models.input_shape(name, batch=2), seed)
+    check_exact_and_minimal(model, models.input_shape(name, batch=2), seed, partial_add_cost)
 
 
 @pytest.mark.parametrize("name", LARGE)
@@ -163,25 +165,42 @@ def test_constants_seen_through_padding_merge_into_one_channel():
     assert report.layers[0].kept_constant == 1
 
 
-def test_residual_stream_keeps_a_zero_row_when_the_shortcut_is_live():
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 3, padding=1)
-            self.head = nn.Linear(3, 2)
+class Residual(nn.Module):
+    def __init__(self, channels: int, kernel: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
+        self.head = nn.Linear(channels, 2)
 
-        def forward(self, x):
-            out = x + self.conv(x)
-            return self.head(out.mean((2, 3)))
+    def forward(self, x):
+        out = x + self.conv(x)
+        return self.head(out.mean((2, 3)))
 
-    model = Block().eval()
+
+def test_a_cheap_dead_branch_unit_stays_as_a_zero_row():
+    model = Residual(8, 1).eval()  # a zero row costs 8 weights, placing the branch 256 x 8
     with torch.no_grad():
         model.conv.weight[2] = 0
         model.conv.bias[2] = 0.5
-    _, report = check_exact_and_minimal(model, [2, 3, 6, 6])
+    _, report = check_exact_and_minimal(model, [2, 8, 6, 6])
     assert not report.notes and report.params_after == report.params_before
     assert report.layers[0].kept_constant == 1  # channel 2: x + 0.5, the conv keeps a zero row
     assert "network input" in report.layers[0].kept_reasons[0]
+
+
+def test_a_costly_dead_branch_unit_becomes_a_partial_add():
+    model = Residual(3, 3).eval()  # a zero row costs 27 weights per position
+    with torch.no_grad():
+        model.conv.weight[2] = 0
+        model.conv.bias[2] = 0.5
+    example = torch.rand(2, 3, 6, 6)
+    default = compact_with_report(model, example)[1]
+    assert not default.notes  # 27 < 256 x 3: zero row by default
+    compacted, report = compact_with_report(model, example, partial_add_cost=2)
+    x = torch.randn(4, 3, 6, 6)
+    assert relative_error(outputs(model, x), outputs(compacted, x)) <= 1e-5
+    assert report.layers[0].shape_after == [2, 3, 3, 3]
+    assert "partial add" in report.notes[0]
+    assert any(n.target is torch.index_select for n in compacted.graph.nodes)
 
 
 def test_unsupported_op_is_left_uncompacted_and_reported():
