@@ -36,8 +36,9 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     ``align`` > 1 keeps a multiple of that many units per layer (see ``decide``). Where a
     residual branch has dead units but the stream is live, the branch keeps zero rows unless
     their MACs exceed ``partial_add_cost`` per element of the sum; then only its live units
-    stay and an index_select places them (a "partial add"). The input model is not modified. The result is checked against it on the example inputs
-    and on seeded random inputs of the same shape: max |error| / max |output| <= 1e-5.
+    stay and an index_select places them (a "partial add"). The input model is not modified.
+    The result is checked against it on the example inputs and on seeded random inputs of
+    the same shape: max |error| / max |output| <= 1e-5.
     """
     example = _example(example_inputs)
     _check_finite(model)
