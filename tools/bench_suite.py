@@ -35,13 +35,12 @@ import torch
 from relief_export import data, models, read_model, save_checkpoint
 from relief_export.bench.graph_stats import graph_stats
 from relief_export.bench.latency import create_session, time_interleaved
-from relief_export.bench.masks import relief_like_masks
 from relief_export.onnx import export_onnx
 from relief_export.prune import FitConfig, ReliefConfig, fit, relief
 from relief_export.table import format_table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_export import sparse_initializer_bytes
+from bench_export import masked_checkpoint, sparse_initializer_bytes
 
 REPEATS = {1: 50, 64: 10}
 
@@ -62,14 +61,6 @@ def nnrelief_lenet(arch: str, folder: Path, source: Path | None) -> Path:
     return save_checkpoint(folder / f"{arch}.pt", model, arch={"name": arch, "kwargs": {}},
                            input_shape=models.input_shape(arch), data="mnist5k",
                            history=result.history)
-
-
-def relief_like(arch: str, folder: Path) -> Path:
-    torch.manual_seed(0)
-    model = models.build(arch).eval()
-    relief_like_masks(model, seed=0)
-    return save_checkpoint(folder / f"{arch}.pt", model, arch={"name": arch, "kwargs": {}},
-                           input_shape=models.input_shape(arch))
 
 
 def slimmed_bytes(dense: Path) -> int:
@@ -104,8 +95,8 @@ def main() -> None:
         folder = Path(temp)
         sources = {"lenet300_100": nnrelief_lenet("lenet300_100", folder, args.checkpoints),
                    "lenet5": nnrelief_lenet("lenet5", folder, args.checkpoints),
-                   "vgg16": relief_like("vgg16", folder),
-                   "resnet56": relief_like("resnet56", folder)}
+                   "vgg16": masked_checkpoint("vgg16", folder),
+                   "resnet56": masked_checkpoint("resnet56", folder)}
         for arch, checkpoint in sources.items():
             ours, dense = folder / f"{arch}.onnx", folder / f"{arch}-dense.onnx"
             report = export_onnx(checkpoint, ours, dense_out=dense)

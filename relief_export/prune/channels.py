@@ -21,14 +21,16 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ..fx_attrs import attribute_value
+from ..fx_ops import (
+    ELEMENTWISE_FUNCTIONS,
+    ELEMENTWISE_METHODS,
+    ELEMENTWISE_MODULES,
+    IDENTITY_FUNCTIONS,
+    IDENTITY_MODULES,
+)
 from .structure import (
-    ACTIVATION_FUNCTIONS,
-    ACTIVATION_METHODS,
-    ACTIVATION_MODULES,
     BATCHNORM_TYPES,
     LAYER_TYPES,
-    PASSTHROUGH_FUNCTIONS,
-    PASSTHROUGH_MODULES,
     Layer,
     is_add,
     is_mul,
@@ -39,11 +41,11 @@ Unit = tuple[str, int]
 Channels = list[frozenset[Unit]]
 EMPTY: frozenset[Unit] = frozenset()
 
-_KEEP_MODULES = (*BATCHNORM_TYPES, *ACTIVATION_MODULES, *PASSTHROUGH_MODULES, nn.MaxPool2d,
+_KEEP_MODULES = (*BATCHNORM_TYPES, *ELEMENTWISE_MODULES, *IDENTITY_MODULES, nn.MaxPool2d,
                  nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-_KEEP_FUNCTIONS = {*ACTIVATION_FUNCTIONS, *PASSTHROUGH_FUNCTIONS, F.max_pool2d, F.avg_pool2d,
+_KEEP_FUNCTIONS = {*ELEMENTWISE_FUNCTIONS, *IDENTITY_FUNCTIONS, F.max_pool2d, F.avg_pool2d,
                    F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.max_pool2d}
-_KEEP_METHODS = {*ACTIVATION_METHODS, "contiguous", "clone", "detach", "float", "to"}
+_KEEP_METHODS = {*ELEMENTWISE_METHODS, "contiguous", "clone", "detach", "float", "to"}
 _RESHAPES_FUNCTIONS = {torch.flatten, torch.reshape}
 _RESHAPE_METHODS = {"view", "reshape", "flatten"}
 

@@ -7,30 +7,25 @@ what owns each side (a layer whose units can be pruned, or a per-channel gate bu
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 
-import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from ..errors import ReliefError
 from ..fx_attrs import attribute_node
+from ..fx_ops import (
+    ADD_FUNCTIONS,
+    ELEMENTWISE_FUNCTIONS,
+    ELEMENTWISE_METHODS,
+    ELEMENTWISE_MODULES,
+    IDENTITY_FUNCTIONS,
+    IDENTITY_MODULES,
+    MUL_FUNCTIONS,
+)
 
 LAYER_TYPES = (nn.Linear, nn.Conv2d)
 Layer = nn.Linear | nn.Conv2d
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
-ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
-                      nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish,
-                      nn.Softplus)
-ACTIVATION_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.elu,
-                        F.selu, F.gelu, F.silu, torch.sigmoid, torch.tanh, F.hardtanh,
-                        F.hardswish, F.mish, F.softplus}
-ACTIVATION_METHODS = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"}
-PASSTHROUGH_MODULES = (nn.Dropout, nn.Dropout2d, nn.Identity)
-PASSTHROUGH_FUNCTIONS = {F.dropout, F.dropout2d}
-ADD_TARGETS = {operator.add, operator.iadd, torch.add}
-MUL_TARGETS = {operator.mul, operator.imul, torch.mul}
 
 
 @dataclass(frozen=True)
@@ -102,28 +97,28 @@ def out_units(layer: Layer) -> int:
 
 
 def is_add(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in ADD_TARGETS) or (
+    return (node.op == "call_function" and node.target in ADD_FUNCTIONS) or (
         node.op == "call_method" and node.target in ("add", "add_"))
 
 
 def is_mul(node: fx.Node) -> bool:
-    return (node.op == "call_function" and node.target in MUL_TARGETS) or (
+    return (node.op == "call_function" and node.target in MUL_FUNCTIONS) or (
         node.op == "call_method" and node.target in ("mul", "mul_"))
 
 
 def is_activation(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
-        return isinstance(modules[str(node.target)], ACTIVATION_MODULES)
+        return isinstance(modules[str(node.target)], ELEMENTWISE_MODULES)
     if node.op == "call_function":
-        return node.target in ACTIVATION_FUNCTIONS
-    return node.op == "call_method" and node.target in ACTIVATION_METHODS
+        return node.target in ELEMENTWISE_FUNCTIONS
+    return node.op == "call_method" and node.target in ELEMENTWISE_METHODS
 
 
 def is_passthrough(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """Per-channel operations that leave a unit's identity intact (dropout, identity)."""
     if node.op == "call_module":
-        return isinstance(modules[str(node.target)], PASSTHROUGH_MODULES)
-    return node.op == "call_function" and node.target in PASSTHROUGH_FUNCTIONS
+        return isinstance(modules[str(node.target)], IDENTITY_MODULES)
+    return node.op == "call_function" and node.target in IDENTITY_FUNCTIONS
 
 
 def _tensor_args(node: fx.Node) -> int:
@@ -163,7 +158,7 @@ def _side(node: fx.Node, modules: dict[str, nn.Module]) -> Side:
                 return Side(node, layer=str(current.target), batchnorm=batchnorm)
             if isinstance(module, BATCHNORM_TYPES) and batchnorm is None:
                 batchnorm = str(current.target)
-            elif not isinstance(module, PASSTHROUGH_MODULES):
+            elif not isinstance(module, IDENTITY_MODULES):
                 return Side(node)
         elif is_mul(current):
             return Side(node, gate=_gate_name(current))

@@ -1,0 +1,43 @@
+"""Which torch.fx call targets are which kind of operation (shared by pruning and compaction).
+
+Module calls, functional calls, Tensor methods and the ATen overloads found in torch.export
+archives are listed side by side.
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+aten = torch.ops.aten
+LAYER_FUNCTIONS = {F.linear: "linear", F.conv2d: "conv", aten.linear.default: "linear",
+                   aten.conv2d.default: "conv"}
+ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
+                       nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish,
+                       nn.Softplus)
+ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.selu,
+                         F.gelu, F.silu, torch.sigmoid, torch.tanh, F.hardtanh, F.hardswish,
+                         F.mish, F.softplus, aten.relu.default, aten.relu_.default,
+                         aten.sigmoid.default, aten.tanh.default, aten.hardtanh.default,
+                         aten.gelu.default, aten.silu.default, aten.leaky_relu.default}
+ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"}
+IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
+IDENTITY_FUNCTIONS = {F.dropout, F.dropout2d, aten.clone.default, aten.contiguous.default}
+IDENTITY_METHODS = {"contiguous", "clone", "detach", "float"}
+POOL_MODULES = (nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d)
+POOL_FUNCTIONS = {F.max_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.avg_pool2d,
+                  aten.max_pool2d.default, aten.adaptive_avg_pool2d.default}
+AVERAGE_POOL_FUNCTIONS = {F.avg_pool2d, aten.avg_pool2d.default}
+ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, aten.add.Tensor}
+MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul, aten.mul.Tensor}
+RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, aten.flatten.using_ints, aten.view.default,
+                     aten.reshape.default}
+SIZED_RESHAPES = {torch.reshape, aten.view.default, aten.reshape.default}
+CAT_FUNCTIONS = {torch.cat, aten.cat.default}
+SPLIT_FUNCTIONS = {torch.split, torch.chunk, aten.split.Tensor, aten.split_with_sizes.default,
+                   aten.chunk.default}
+MEAN_FUNCTIONS = {torch.mean, torch.amax, aten.mean.dim, aten.amax.default}
+RESHAPE_METHODS = {"view", "reshape", "flatten"}
