@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import models
-from .errors import ReliefError
+from .errors import ReliefError, first_line
 from .files import atomic_write
 from .masks import apply_masks, effective_state_dict, masks_of
 
@@ -84,7 +84,7 @@ def _torch_load(source: Path, trust: bool) -> Any:
         return torch.load(source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         if "weights_only" not in str(error).lower() and "Unsupported global" not in str(error):
-            raise ReliefError(f"{source}: corrupt or not a torch file ({_first_line(error)})"
+            raise ReliefError(f"{source}: corrupt or not a torch file ({first_line(error)})"
                               ) from None
         if not trust:
             raise ReliefError(
@@ -93,12 +93,12 @@ def _torch_load(source: Path, trust: bool) -> Any:
                 "--trust-pickle (trust=True); better, save a relief_export checkpoint or a "
                 ".pt2 torch.export archive") from None
     except Exception as error:  # torch.load raises many kinds on damaged files
-        raise ReliefError(f"{source}: corrupt or truncated torch file ({_first_line(error)})"
+        raise ReliefError(f"{source}: corrupt or truncated torch file ({first_line(error)})"
                           ) from None
     try:
         return torch.load(source, map_location="cpu", weights_only=False)
     except Exception as error:
-        raise ReliefError(f"{source}: cannot unpickle ({_first_line(error)})") from None
+        raise ReliefError(f"{source}: cannot unpickle ({first_line(error)})") from None
 
 
 def _from_payload(payload: dict, source: Path, allow_factory: bool) -> LoadedModel:
@@ -115,7 +115,7 @@ def _from_payload(payload: dict, source: Path, allow_factory: bool) -> LoadedMod
         model.load_state_dict(state)
     except RuntimeError as error:
         raise ReliefError(f"{source}: weights do not fit architecture {arch}: "
-                          f"{_first_line(error)}") from None
+                          f"{first_line(error)}") from None
     masks = payload.get("masks") or {}
     _check_masks(model, masks, source)
     apply_masks(model, masks)
@@ -164,7 +164,7 @@ def _call_factory(spec: str, kwargs: dict, source: Path, allow_factory: bool) ->
         factory = getattr(importlib.import_module(module_name), function_name)
         model = factory(**kwargs)
     except Exception as error:
-        raise ReliefError(f"{source}: factory {spec!r} failed: {_first_line(error)}") from None
+        raise ReliefError(f"{source}: factory {spec!r} failed: {first_line(error)}") from None
     if not isinstance(model, nn.Module):
         raise ReliefError(f"{source}: factory {spec!r} returned {type(model).__name__}, "
                           "not an nn.Module")
@@ -188,7 +188,7 @@ def _read_export_archive(source: Path) -> LoadedModel:
         program = torch.export.load(str(source))
     except Exception as error:
         raise ReliefError(f"{source}: corrupt or unreadable torch.export archive "
-                          f"({_first_line(error)})") from None
+                          f"({first_line(error)})") from None
     placeholders = [node for node in program.graph.nodes if node.op == "placeholder"
                     and node.name in program.graph_signature.user_inputs]
     shape = None
@@ -212,8 +212,3 @@ def _drop_shape_guards(module: nn.Module) -> None:
         if node.op == "call_module" and str(node.target) == "_guards_fn" and not node.users:
             graph.erase_node(node)
     module.recompile()  # type: ignore[operator]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

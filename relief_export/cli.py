@@ -14,7 +14,6 @@ from . import __version__
 from .errors import ReliefError
 
 PROG = "relief-export"
-Handler = Callable[[argparse.Namespace], int]
 
 
 def _int_list(text: str) -> list[int]:

@@ -11,3 +11,8 @@ class VerificationError(ReliefError):
     """The exported model does not compute what the torch model computes: exit code 1."""
 
     exit_code = 1
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty)."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper, shape_inference
 
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def _folded(path: Path) -> onnx.ModelProto:
     try:
         original = onnx.load(path)  # external data, if any, is read from beside the file
     except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise ReliefError(f"{path}: not a readable ONNX file ({first})") from None
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -64,7 +64,7 @@ def _folded(path: Path) -> onnx.ModelProto:
             ort.InferenceSession(original.SerializeToString(), options,
                                  providers=["CPUExecutionProvider"])
         except Exception as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            first = first_line(error)
             raise ReliefError(f"{path}: onnxruntime cannot load it ({first})") from None
         return onnx.load(target)
 

@@ -12,17 +12,14 @@ from collections.abc import Mapping
 import numpy as np
 import onnxruntime as ort
 
+from ..onnx.verify import session
+
 
 def create_session(model: bytes | str, threads: int) -> tuple[ort.InferenceSession, float]:
     """A CPU session with ``threads`` intra-op threads (1 inter-op) and its creation seconds."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     start = time.perf_counter()
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    return session, time.perf_counter() - start
+    created = session(model, threads)
+    return created, time.perf_counter() - start
 
 
 def time_interleaved(sessions: Mapping[str, ort.InferenceSession], feed: np.ndarray,

@@ -8,7 +8,7 @@ import torch
 
 from .. import data, models
 from ..checkpoint import save_checkpoint
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
 from ..files import check_writable
 from ..prune.train import evaluate, fit
 
@@ -29,7 +29,7 @@ def check_input(model: torch.nn.Module, shape: list[int], name: str) -> None:
         with torch.no_grad():
             model(torch.zeros(shape))
     except RuntimeError as error:
-        message = str(error).strip().splitlines()[0]
+        message = first_line(error)
         raise ReliefError(f"{name} cannot take inputs of shape {shape}: {message}") from None
     finally:
         model.train(was_training)

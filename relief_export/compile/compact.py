@@ -8,6 +8,7 @@ import torch
 from torch import fx, nn
 
 from ..errors import ReliefError
+from ..fx_trace import trace
 from . import graph as g
 from .decide import decide
 from .fold import fold_batchnorms
@@ -43,7 +44,7 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     example = _example(example_inputs)
     _check_finite(model)
     reference = g.unmasked_copy(model)
-    graph_module = g.trace(reference)
+    graph_module = trace(reference, "compaction")
     g.propagate_shapes(graph_module, example)
     slots = build(graph_module, partial_add_cost)
     decision = decide(slots, align)

@@ -15,7 +15,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils import prune
 
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
 from ..fx_ops import (  # noqa: F401 - re-exported for the compile package
     ADD_FUNCTIONS,
     AVERAGE_POOL_FUNCTIONS,
@@ -81,27 +81,13 @@ def unmasked_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """torch.fx trace with buffers as attribute nodes (so gates can be read and sliced)."""
-    tracer = fx.Tracer()
-    tracer.proxy_buffer_attributes = True
-    try:
-        graph = tracer.trace(model)
-    except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ReliefError(f"cannot capture {type(model).__name__} with torch.fx ({first}); "
-                          "compaction needs a forward without data-dependent control flow"
-                          ) from None
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
-
-
 def propagate_shapes(graph_module: fx.GraphModule, example: torch.Tensor) -> torch.Tensor:
     """Run once, storing every node's ``tensor_meta``; returns the output."""
     with torch.no_grad():
         try:
             return ShapeProp(graph_module).propagate(example)
         except Exception as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            first = first_line(error)
             raise ReliefError(f"example inputs of shape {list(example.shape)} do not fit "
                               f"the model: {first}") from None
 

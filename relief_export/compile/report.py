@@ -17,7 +17,6 @@ class LayerChange:
     removed_unread: int = 0
     removed_zero: int = 0
     removed_constant_folded: int = 0
-    removed_inputs: int = 0
     params_before: int = 0
     params_after: int = 0
     macs_before: int = 0

@@ -112,10 +112,6 @@ class SlotGraph:
         for slot in ids:
             self.pins.setdefault(slot, reason)
 
-    def kept_channels(self, node: fx.Node, kept_roots: set[int]) -> list[int]:
-        return [c for c, slot in enumerate(self.values[node].ids)
-                if self.union.find(slot) in kept_roots]
-
 
 def build(graph_module: fx.GraphModule, partial_add_cost: float = PARTIAL_ADD_COST
           ) -> SlotGraph:
@@ -154,9 +150,6 @@ class _Builder:
             return torch.tensor(float(argument), dtype=torch.float64)
         value = attribute_value(self.s.graph_module, argument)
         return None if value is None else value.detach().double()
-
-    def attr_node(self, argument: Any) -> fx.Node | None:
-        return attribute_node(argument)
 
     def per_channel(self, tensor: torch.Tensor, width: int) -> torch.Tensor | None:
         """A [C] view of a constant that varies only along the channel axis, else None."""
@@ -409,7 +402,7 @@ class _Builder:
         per_channel = None if constant is None else self.per_channel(constant, data.width)
         if per_channel is None:
             return None
-        attr = self.attr_node(other)
+        attr = attribute_node(other)
         if attr is not None and constant is not None and constant.numel() > 1:
             self.s.edits.append(ChannelEdit(node, "attr", attr, data.width))
         if kind == "add":

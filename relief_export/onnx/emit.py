@@ -11,7 +11,7 @@ import onnx
 import torch
 from torch import nn
 
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
 from .compat import max_ir_version
 
 INPUT, OUTPUT = "input", "output"
@@ -27,7 +27,7 @@ def to_onnx(model: nn.Module, example: torch.Tensor, opset: int = 18) -> onnx.Mo
                                         dynamic_shapes=({0: batch},), dynamo=True,
                                         verbose=False)
     except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise ReliefError(f"torch.onnx.export failed on {type(model).__name__}: {first}"
                           ) from None
     assert program is not None

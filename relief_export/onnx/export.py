@@ -16,7 +16,7 @@ from .. import __version__
 from ..checkpoint import LoadedModel, read_model
 from ..compile import compact_with_report
 from ..compile.graph import unmasked_copy
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
 from ..files import atomic_write, check_writable
 from ..table import format_table
 from . import verify
@@ -165,7 +165,7 @@ def _example(loaded: LoadedModel, example: torch.Tensor | None,
         with torch.no_grad():
             loaded.model.eval()(example)
     except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise ReliefError(f"input shape {list(example.shape)} does not fit {loaded.source}: "
                           f"{first}") from None
     return example

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from ..errors import ReliefError, VerificationError
+from ..errors import ReliefError, VerificationError, first_line
 from ..table import format_table
 from .emit import INPUT
 
@@ -28,20 +28,22 @@ class Check:
         return self.max_error / max(self.max_output, 1e-12)
 
 
-def session(model_bytes: bytes, threads: int = 0) -> ort.InferenceSession:
+def session(model: bytes | str, threads: int = 0) -> ort.InferenceSession:
+    """A quiet CPU session, run sequentially; ``threads`` intra-op threads (0: onnxruntime's
+    default) and one inter-op thread."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def check_structure(model: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise VerificationError(f"the exported model fails onnx.checker: {first}") from None
 
 

@@ -18,7 +18,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
 from .scores import (
     ConvGeometry,
     conv_bias_contributions,
@@ -191,7 +191,7 @@ def _run(model: nn.Module, graph_module: fx.GraphModule | None,
     except ReliefError:
         raise
     except (RuntimeError, ValueError, IndexError) as error:
-        message = str(error).strip().splitlines()[0]
+        message = first_line(error)
         raise ReliefError(f"calibration inputs of shape {list(batch.shape)} do not fit "
                           f"{type(model).__name__}: {message}") from None
     if isinstance(output, torch.Tensor):

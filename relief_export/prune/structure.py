@@ -22,6 +22,7 @@ from ..fx_ops import (
     IDENTITY_MODULES,
     MUL_FUNCTIONS,
 )
+from ..fx_trace import trace
 
 LAYER_TYPES = (nn.Linear, nn.Conv2d)
 Layer = nn.Linear | nn.Conv2d
@@ -49,23 +50,9 @@ class Structure:
     residual_adds: list[tuple[fx.Node, Side, Side]] = field(default_factory=list)
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    """A torch.fx trace sharing ``model``'s submodules, parameters and buffers."""
-    tracer = fx.Tracer()
-    tracer.proxy_buffer_attributes = True  # buffers become get_attr nodes, not copies
-    try:
-        graph = tracer.trace(model)
-        return fx.GraphModule(tracer.root, graph, type(model).__name__)
-    except Exception as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ReliefError(f"cannot trace {type(model).__name__} with torch.fx ({first}); "
-                          "NNrelief needs a forward without data-dependent control flow"
-                          ) from None
-
-
 def discover(model: nn.Module) -> Structure:
     """Trace ``model`` and find its layers, their BatchNorms, activations and residual adds."""
-    graph_module = trace(model)
+    graph_module = trace(model, "NNrelief")
     modules = dict(graph_module.named_modules())
     structure = Structure(graph_module)
     for node in graph_module.graph.nodes:
