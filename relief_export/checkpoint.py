@@ -2,16 +2,23 @@
 
 Keys: ``format`` / ``version``; ``arch`` = {"name": zoo name, "kwargs": {...}} or
 {"factory": "pkg.mod:fn", "kwargs": {...}}; ``state_dict`` (pruned entries exactly 0);
-``masks`` (bool, by parameter name); ``input_shape``; ``data`` (spec it was trained on, or
-None); ``metrics``; ``history`` (one dict per pruning iteration).
+``masks`` (bool, by parameter name); ``checksums`` (sha256 of every state_dict and mask
+tensor, see ``tensor_sha256``); ``input_shape``; ``data`` (spec it was trained on, or None);
+``metrics``; ``history`` (one dict per pruning iteration). Version 1 files (no checksums)
+still load, with a note. Every field is checked before it is used.
+
+``read_model`` also reads torch.export archives (``pt2.py``) and, only with ``trust``,
+whole pickled modules; what a file is, is judged from its bytes (``safe_torch.sniff``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-import pickle
+import io
+import re
+import sys
 import types
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +26,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import models
+from . import models, validate
 from .errors import ReliefError, first_line
-from .files import atomic_write
+from .files import write_file
 from .masks import apply_masks, effective_state_dict, masks_of
+from .pt2 import load_export_archive
+from .safe_torch import ONNX, PT2, load_torch_file, sniff
 
 FORMAT = "relief_export.checkpoint"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+_TEXT_LIMIT = 4096
+# history / metrics entries that other code reads as numbers
+_NUMERIC_RECORD_KEYS = ("iteration", "remaining_weights", "remaining_flops", "val_accuracy",
+                        "test_accuracy", "seconds", "init_seed")
 
 
 @dataclass
@@ -34,26 +49,52 @@ class LoadedModel:
 
     model: nn.Module
     source: Path
-    kind: str  # "checkpoint", "torch.export" or "pickle"
+    kind: str  # "checkpoint", "torch.export", "pickle" or "module"
     input_shape: list[int] | None = None
     data: str | None = None
     arch: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
+    sha256: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def tensor_sha256(tensor: torch.Tensor) -> str:
+    """sha256 over ``dtype|shape|`` and the tensor's bytes in row-major order."""
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    digest = hashlib.sha256(f"{flat.dtype}|{list(tensor.shape)}|".encode())
+    digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, *, arch: dict[str, Any],
                     input_shape: list[int], data: str | None = None,
                     metrics: dict[str, Any] | None = None,
-                    history: list[dict[str, Any]] | None = None) -> Path:
-    """Write ``model`` (masked by prune masks or by zeros) atomically as a checkpoint."""
+                    history: list[dict[str, Any]] | None = None,
+                    inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Write ``model`` (masked by prune masks or by zeros) atomically as a checkpoint;
+    ``inputs`` are files the output must not replace."""
+    validate.module("model", model)
+    state, masks = effective_state_dict(model), masks_of(model)
     payload = {
         "format": FORMAT, "version": VERSION, "arch": _check_arch(arch, path),
-        "state_dict": effective_state_dict(model), "masks": masks_of(model),
-        "input_shape": [int(v) for v in input_shape], "data": data,
+        "state_dict": state, "masks": masks,
+        "checksums": {"state_dict": {k: tensor_sha256(v) for k, v in state.items()},
+                      "masks": {k: tensor_sha256(v) for k, v in masks.items()}},
+        "input_shape": validate.shape("input_shape", list(input_shape)), "data": data,
         "metrics": dict(metrics or {}), "history": list(history or []),
     }
-    return atomic_write(path, lambda temp: torch.save(payload, temp))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_file(path, buffer.getvalue(), inputs=inputs)
 
 
 def load_model(path: str | Path, *, trust: bool = False,
@@ -64,13 +105,28 @@ def load_model(path: str | Path, *, trust: bool = False,
 
 def read_model(path: str | Path, *, trust: bool = False,
                allow_factory: bool = False) -> LoadedModel:
-    """Like ``load_model`` but also returns the file's input shape, data spec and history."""
+    """Like ``load_model`` but also returns the file's input shape, data spec, history,
+    sha256 and notes."""
+    if not isinstance(path, (str, Path)):
+        raise ReliefError(f"path must be a file name, got {type(path).__name__}")
+    validate.flag("trust", trust)
+    validate.flag("allow_factory", allow_factory)
     source = Path(path)
     if not source.is_file():
         raise ReliefError(f"{source}: no such file")
-    if _is_export_archive(source):
-        return _read_export_archive(source)
-    payload = _torch_load(source, trust)
+    kind = sniff(source)
+    if kind == ONNX:
+        raise ReliefError(f"{source}: is an ONNX model; this command reads PyTorch models "
+                          "(use `relief-export inspect` or `bench` for ONNX files)")
+    loaded = _read_export_archive(source, trust) if kind == PT2 else \
+        _read_torch_file(source, trust, allow_factory)
+    _check_model_tensors(loaded.model, source)
+    loaded.sha256 = file_sha256(source)
+    return loaded
+
+
+def _read_torch_file(source: Path, trust: bool, allow_factory: bool) -> LoadedModel:
+    payload = load_torch_file(source, trust=trust)
     if isinstance(payload, nn.Module):
         return LoadedModel(payload.eval(), source, "pickle")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -79,58 +135,112 @@ def read_model(path: str | Path, *, trust: bool = False,
     return _from_payload(payload, source, allow_factory)
 
 
-def _torch_load(source: Path, trust: bool) -> Any:
-    try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights_only" not in str(error).lower() and "Unsupported global" not in str(error):
-            raise ReliefError(f"{source}: corrupt or not a torch file ({first_line(error)})"
-                              ) from None
-        if not trust:
-            raise ReliefError(
-                f"{source}: holds pickled Python objects (a whole nn.Module?); loading them can "
-                "run arbitrary code, so it is refused. If you trust this file, pass "
-                "--trust-pickle (trust=True); better, save a relief_export checkpoint or a "
-                ".pt2 torch.export archive") from None
-    except Exception as error:  # torch.load raises many kinds on damaged files
-        raise ReliefError(f"{source}: corrupt or truncated torch file ({first_line(error)})"
-                          ) from None
-    try:
-        return torch.load(source, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise ReliefError(f"{source}: cannot unpickle ({first_line(error)})") from None
-
-
 def _from_payload(payload: dict, source: Path, allow_factory: bool) -> LoadedModel:
     version = payload.get("version")
-    if version != VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ReliefError(f"{source}: checkpoint version {version!r} is not supported "
-                          f"(this relief_export reads version {VERSION})")
+                          f"(this relief_export reads versions {READABLE_VERSIONS})")
     arch = _check_arch(payload.get("arch"), source)
+    state = _tensor_table(payload.get("state_dict"), "state_dict", source)
+    masks = _tensor_table(payload.get("masks", {}), "masks", source)
+    notes = _check_checksums(payload, state, masks, source)
+    input_shape = payload.get("input_shape")
+    if input_shape is not None:
+        input_shape = _field(source, "input_shape",
+                             lambda: validate.shape("input_shape", input_shape))
     model = _build_arch(arch, source, allow_factory)
-    state = payload.get("state_dict")
-    if not isinstance(state, dict):
-        raise ReliefError(f"{source}: checkpoint has no state_dict")
     try:
         model.load_state_dict(state)
-    except RuntimeError as error:
+    except (RuntimeError, KeyError, TypeError) as error:
         raise ReliefError(f"{source}: weights do not fit architecture {arch}: "
                           f"{first_line(error)}") from None
-    masks = payload.get("masks") or {}
     _check_masks(model, masks, source)
     apply_masks(model, masks)
     model.eval()
-    return LoadedModel(model, source, "checkpoint", list(payload.get("input_shape") or []) or None,
-                       payload.get("data"), arch, dict(payload.get("metrics") or {}),
-                       list(payload.get("history") or []))
+    return LoadedModel(model, source, "checkpoint", input_shape,
+                       _text_or_none(payload.get("data"), "data", source), arch,
+                       _record(payload.get("metrics", {}), "metrics", source),
+                       _records(payload.get("history", []), source), notes=notes)
+
+
+def _field(source: Path, name: str, check: Any) -> Any:
+    try:
+        return check()
+    except ReliefError as error:
+        raise ReliefError(f"{source}: checkpoint field {error}") from None
+
+
+def _tensor_table(table: Any, name: str, source: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(table, dict):
+        raise ReliefError(f"{source}: checkpoint field {name} must be a dict of tensors, got "
+                          f"{type(table).__name__}")
+    for key, value in table.items():
+        if not isinstance(key, str):
+            raise ReliefError(f"{source}: checkpoint field {name} has a non-text key {key!r}")
+        _field(source, name, lambda k=key, v=value: validate.tensor(f"{name}[{k!r}]", v))
+    return table
+
+
+def _check_checksums(payload: dict, state: dict, masks: dict, source: Path) -> list[str]:
+    """Every tensor against its recorded sha256; version 1 files have none (a note)."""
+    if payload.get("version") == 1:
+        return [f"{source}: written by an older relief_export without checksums; its "
+                "tensors cannot be verified (save it again to add them)"]
+    sums = payload.get("checksums")
+    if not isinstance(sums, dict):
+        raise ReliefError(f"{source}: corrupt checkpoint: no checksums table")
+    for table_name, table in (("state_dict", state), ("masks", masks)):
+        recorded = sums.get(table_name)
+        if not isinstance(recorded, dict) or set(recorded) != set(table):
+            raise ReliefError(f"{source}: corrupt checkpoint: the {table_name} tensors do not "
+                              "match the checksums table")
+        for key, tensor in table.items():
+            if recorded[key] != tensor_sha256(tensor):
+                raise ReliefError(f"{source}: corrupt checkpoint: tensor {key} does not match "
+                                  "its checksum")
+    return []
+
+
+def _text_or_none(value: Any, name: str, source: Path) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) > _TEXT_LIMIT):
+        raise ReliefError(f"{source}: checkpoint field {name} must be text or None, got "
+                          f"{type(value).__name__}")
+    return value
+
+
+def _record(value: Any, name: str, source: Path) -> dict[str, Any]:
+    """A dict with text keys whose well-known entries are numbers."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ReliefError(f"{source}: checkpoint field {name} must be a dict with text keys")
+    for key in _NUMERIC_RECORD_KEYS:
+        item = value.get(key)
+        if item is not None and (isinstance(item, bool) or not isinstance(item, (int, float))):
+            raise ReliefError(f"{source}: checkpoint field {name}[{key!r}] must be a number, "
+                              f"got {item!r}")
+    return dict(value)
+
+
+def _records(value: Any, source: Path) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        raise ReliefError(f"{source}: checkpoint field history must be a list of dicts")
+    return [_record(entry, f"history[{i}]", source) for i, entry in enumerate(value)]
 
 
 def _check_masks(model: nn.Module, masks: dict, source: Path) -> None:
     params = dict(model.named_parameters())
     for name, mask in masks.items():
-        if name not in params or not isinstance(mask, torch.Tensor) \
-                or mask.shape != params[name].shape:
-            raise ReliefError(f"{source}: mask {name!r} matches no parameter of that shape")
+        if name not in params or mask.dtype != torch.bool or mask.shape != params[name].shape:
+            raise ReliefError(f"{source}: mask {name!r} is not a bool tensor matching a "
+                              "parameter of that shape")
+
+
+def _check_model_tensors(model: nn.Module, source: Path) -> None:
+    """Parameters and buffers must be dense and finite (NaN weights are refused)."""
+    for name, value in [*model.named_parameters(), *model.named_buffers()]:
+        try:
+            validate.finite(f"tensor {name}", validate.tensor(f"tensor {name}", value))
+        except ReliefError as error:
+            raise ReliefError(f"{source}: {error}") from None
 
 
 def _check_arch(arch: Any, where: Any) -> dict[str, Any]:
@@ -138,6 +248,12 @@ def _check_arch(arch: Any, where: Any) -> dict[str, Any]:
             not isinstance(arch.get("name"), str) and not isinstance(arch.get("factory"), str)):
         raise ReliefError(f"{where}: arch must be {{'name': zoo name}} or "
                           f"{{'factory': 'pkg.mod:fn'}} with a 'kwargs' dict, got {arch!r}")
+    kwargs = arch.get("kwargs", {})
+    if not all(isinstance(k, str) and k.isidentifier() for k in kwargs):
+        raise ReliefError(f"{where}: arch kwargs must have identifier keys, got {list(kwargs)}")
+    if "factory" in arch and not _FACTORY.fullmatch(arch["factory"]):
+        raise ReliefError(f"{where}: arch factory must look like 'package.module:function', "
+                          f"got {arch['factory']!r}")
     return {k: arch[k] for k in ("name", "factory", "kwargs") if k in arch}
 
 
@@ -151,6 +267,8 @@ def _build_arch(arch: dict[str, Any], source: Path, allow_factory: bool) -> nn.M
             return models.build(arch["name"], **kwargs)
         except TypeError as error:
             raise ReliefError(f"{source}: bad arguments for {arch['name']}: {error}") from None
+        except ReliefError as error:
+            raise ReliefError(f"{source}: {error}") from None
     return _call_factory(arch["factory"], kwargs, source, allow_factory)
 
 
@@ -160,41 +278,39 @@ def _call_factory(spec: str, kwargs: dict, source: Path, allow_factory: bool) ->
                           "importing and running that code; pass --allow-factory "
                           "(allow_factory=True) if you trust it")
     module_name, _, function_name = spec.partition(":")
+    added = "" not in sys.path
+    if added:
+        sys.path.insert(0, "")  # the current folder, as `python -m` has it
     try:
         factory = getattr(importlib.import_module(module_name), function_name)
         model = factory(**kwargs)
+    except ModuleNotFoundError as error:
+        raise ReliefError(f"{source}: factory {spec!r}: module {error.name!r} is not "
+                          "importable; run from the folder that holds it or add that folder "
+                          "to PYTHONPATH") from None
     except Exception as error:
         raise ReliefError(f"{source}: factory {spec!r} failed: {first_line(error)}") from None
+    finally:
+        if added:
+            sys.path.remove("")
     if not isinstance(model, nn.Module):
         raise ReliefError(f"{source}: factory {spec!r} returned {type(model).__name__}, "
                           "not an nn.Module")
     return model
 
 
-def _is_export_archive(source: Path) -> bool:
-    if source.suffix == ".pt2":
-        return True
-    if not zipfile.is_zipfile(source):
-        return False
-    try:
-        with zipfile.ZipFile(source) as archive:
-            return any(n.endswith("archive_format") for n in archive.namelist())
-    except zipfile.BadZipFile:
-        return False
-
-
-def _read_export_archive(source: Path) -> LoadedModel:
-    try:
-        program = torch.export.load(str(source))
-    except Exception as error:
-        raise ReliefError(f"{source}: corrupt or unreadable torch.export archive "
-                          f"({first_line(error)})") from None
+def _read_export_archive(source: Path, trust: bool) -> LoadedModel:
+    program = load_export_archive(source, trust=trust)
     placeholders = [node for node in program.graph.nodes if node.op == "placeholder"
                     and node.name in program.graph_signature.user_inputs]
     shape = None
     if len(placeholders) == 1 and "val" in placeholders[0].meta:
         shape = [int(d) if isinstance(d, int) else 1 for d in placeholders[0].meta["val"].shape]
-    module = program.module()
+    try:
+        module = program.module()
+    except Exception as error:
+        raise ReliefError(f"{source}: cannot rebuild a module from the archive "
+                          f"({first_line(error)})") from None
     _drop_shape_guards(module)
     # An exported graph is fixed to the mode it was captured in; train() / eval() would raise.
     module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]

@@ -7,10 +7,14 @@ its exit code (2, or 1 for a failed verification).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
-from . import __version__
+from ._version import __version__
 from .errors import ReliefError
 
 PROG = "relief-export"
@@ -118,6 +122,8 @@ def _bench_parser(sub) -> None:
     parser.add_argument("--data", default=None, help=f"measure accuracy on: {SPEC_HELP}")
     parser.add_argument("--json", default=None, help="write the results as JSON")
     parser.add_argument("--plot", default=None, help="write latency and size plots (PNG)")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory measurement (two child processes per model)")
     parser.set_defaults(handler=_run_bench)
 
 
@@ -215,19 +221,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list and args_list[0] in _SUBCOMMANDS:
-        args = build_parser().parse_args(args_list)
-    else:
-        args = build_export_parser().parse_args(args_list)
+    """Run one command; every failure ends as one line on stderr and an exit code:
+    2 bad input (ReliefError, OSError), 1 failed verification or an internal error
+    (``RELIEF_EXPORT_DEBUG=1`` shows its traceback), 130 interrupted."""
     try:
-        return int(args.handler(args))
+        args_list = list(sys.argv[1:] if argv is None else argv)
+        if args_list and args_list[0] in _SUBCOMMANDS:
+            args = build_parser().parse_args(args_list)
+        else:
+            args = build_export_parser().parse_args(args_list)
+        with _quiet_libraries():
+            return int(args.handler(args))
     except ReliefError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return _fail(str(error), error.exit_code)
+    except OSError as error:
+        from .files import describe_os_error
+
+        return _fail(describe_os_error(error), 2)
+    except MemoryError:
+        return _fail("out of memory; try a smaller batch, input shape or model", 2)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        return _fail("interrupted", 130)
+    except Exception as error:
+        if os.environ.get("RELIEF_EXPORT_DEBUG"):
+            raise
+        from .errors import first_line
+
+        return _fail(f"internal error ({type(error).__name__}: {first_line(error)}); "
+                     "set RELIEF_EXPORT_DEBUG=1 to see where", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+@contextlib.contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """torch and onnxscript log warnings and tracebacks meant for their developers; our
+    errors say what went wrong in one line."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR if os.environ.get("RELIEF_EXPORT_DEBUG") else
+                    logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 if __name__ == "__main__":

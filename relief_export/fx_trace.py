@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+from collections.abc import Iterator
+
 from torch import fx, nn
 
 from .errors import ReliefError, first_line
@@ -19,3 +23,18 @@ def trace(model: nn.Module, purpose: str) -> fx.GraphModule:
                           f"({first_line(error)}); {purpose} needs a forward without "
                           "data-dependent control flow") from None
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+@contextlib.contextmanager
+def quiet_interpreter() -> Iterator[None]:
+    """torch.fx's ShapeProp prints a traceback before it re-raises; keep it off the terminal
+    (the error itself becomes one line, see ``root_cause``)."""
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (ShapeProp wraps the real one)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error

@@ -5,6 +5,7 @@ import torch
 from torch.nn.utils import prune
 
 from relief_export import load_model, models, read_model, save_checkpoint
+from relief_export.checkpoint import tensor_sha256
 from relief_export.errors import ReliefError
 
 from .helpers import outputs, tiny_mlp
@@ -25,7 +26,7 @@ def test_round_trip_keeps_function_masks_and_metadata(tmp_path):
                            data="mnist5k", metrics={"test_accuracy": 0.5},
                            history=[{"iteration": 1, "remaining": 0.1}])
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == "relief_export.checkpoint" and raw["version"] == 1
+    assert raw["format"] == "relief_export.checkpoint" and raw["version"] == 2
     weight = raw["state_dict"]["1.weight"]
     assert torch.equal(weight == 0, ~raw["masks"]["1.weight"])
     assert set(raw["masks"]) == {"1.weight", "3.bias"}
@@ -123,9 +124,16 @@ def test_wrong_payloads(tmp_path):
                             ({"arch": {"name": "lenet5", "kwargs": {}}}, "do not fit"),
                             ({"masks": {"nope.weight": torch.ones(2, dtype=torch.bool)}},
                              "mask 'nope.weight'")]:
-        torch.save({**good, **change}, tmp_path / "bad.pt")
+        torch.save(with_checksums({**good, **change}), tmp_path / "bad.pt")
         with pytest.raises(ReliefError, match=message):
             load_model(tmp_path / "bad.pt")
+
+
+def with_checksums(payload):
+    """The checkpoint dict with its checksums recomputed (so field checks are what fails)."""
+    return {**payload, "checksums": {
+        table: {k: tensor_sha256(v) for k, v in payload[table].items()}
+        for table in ("state_dict", "masks")}}
 
 
 def test_failed_save_leaves_no_file_and_keeps_the_old_one(tmp_path):

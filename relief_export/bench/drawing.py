@@ -16,17 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..files import atomic_write
+from ..figures import png_bytes, pyplot
+from ..files import write_file
 from ..prune import relief_scores
 
 
 def draw_lenet300(models: dict[str, nn.Module], calibration: torch.Tensor,
                   path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
+
+    plt = pyplot()
 
     figure, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)),
                                 gridspec_kw={"width_ratios": [1, 3]}, squeeze=False)
@@ -68,8 +67,7 @@ def draw_lenet300(models: dict[str, nn.Module], calibration: torch.Tensor,
         graph.set_yticks([])
         graph.set_xlim(-0.1, 2.1)
     figure.tight_layout()
-    atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=110))
-    plt.close(figure)
+    write_file(path, png_bytes(figure))
 
 
 def _shares(scores: torch.Tensor) -> np.ndarray:

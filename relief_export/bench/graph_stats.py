@@ -21,7 +21,8 @@ from ..errors import ReliefError, first_line
 
 @dataclass(frozen=True)
 class GraphStats:
-    """Input signature (batch axis excluded), parameters, nonzeros and MACs per sample."""
+    """Input signature (batch axis excluded; ``fixed_batch`` when the file fixes it),
+    parameters, nonzeros and MACs per sample."""
 
     input_name: str
     input_shape: tuple[int, ...]
@@ -29,23 +30,43 @@ class GraphStats:
     parameters: int
     nonzero: int
     macs: int
+    fixed_batch: int | None = None
 
 
 def graph_stats(path: Path) -> GraphStats:
     folded = _folded(path)
-    model = shape_inference.infer_shapes(_with_batch_one(folded))
+    name, dims, fixed_batch = _signature(path, folded)
+    try:
+        model = shape_inference.infer_shapes(_with_batch_one(folded))
+    except Exception as error:
+        raise ReliefError(f"{path}: ONNX shape inference fails ({first_line(error)})") from None
     graph = model.graph
     weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     shapes = _value_shapes(model)
     macs = sum(_macs(node, shapes) for node in graph.node)
     floats = [w for w in weights.values() if np.issubdtype(w.dtype, np.floating)]
-    inputs = [i for i in graph.input if i.name not in weights]
-    if len(inputs) != 1:
-        raise ReliefError(f"{path}: expected one graph input, found {len(inputs)}")
-    dims = tuple(d.dim_value for d in inputs[0].type.tensor_type.shape.dim[1:])
-    return GraphStats(inputs[0].name, dims, inputs[0].type.tensor_type.elem_type,
-                      sum(int(w.size) for w in floats),
-                      sum(int(np.count_nonzero(w)) for w in floats), macs)
+    return GraphStats(name, dims, onnx.TensorProto.FLOAT, sum(int(w.size) for w in floats),
+                      sum(int(np.count_nonzero(w)) for w in floats), macs, fixed_batch)
+
+
+def _signature(path: Path, model: onnx.ModelProto) -> tuple[str, tuple[int, ...], int | None]:
+    """The one float input's name, its sample shape, and its batch size if fixed."""
+    weights = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in weights]
+    if len(inputs) != 1 or not model.graph.output:
+        raise ReliefError(f"{path}: bench needs models with one input and at least one output "
+                          f"(found {len(inputs)} inputs, {len(model.graph.output)} outputs)")
+    tensor_type = inputs[0].type.tensor_type
+    dims = list(tensor_type.shape.dim)
+    if tensor_type.elem_type != onnx.TensorProto.FLOAT or not dims:
+        raise ReliefError(f"{path}: input {inputs[0].name!r} must be a float32 tensor with a "
+                          "batch axis")
+    sample = tuple(d.dim_value for d in dims[1:])
+    if any(size < 1 for size in sample):
+        raise ReliefError(f"{path}: input {inputs[0].name!r} has no fixed size on some sample "
+                          f"axis ({[d.dim_param or d.dim_value for d in dims]}); bench needs "
+                          "them")
+    return inputs[0].name, sample, dims[0].dim_value or None
 
 
 def _folded(path: Path) -> onnx.ModelProto:

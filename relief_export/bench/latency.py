@@ -12,13 +12,18 @@ from collections.abc import Mapping
 import numpy as np
 import onnxruntime as ort
 
+from ..errors import ReliefError, first_line
 from ..onnx.verify import session
 
 
 def create_session(model: bytes | str, threads: int) -> tuple[ort.InferenceSession, float]:
     """A CPU session with ``threads`` intra-op threads (1 inter-op) and its creation seconds."""
     start = time.perf_counter()
-    created = session(model, threads)
+    try:
+        created = session(model, threads)
+    except Exception as error:  # onnxruntime raises its own exception types
+        name = model if isinstance(model, str) else "the model"
+        raise ReliefError(f"{name}: onnxruntime cannot load it ({first_line(error)})") from None
     return created, time.perf_counter() - start
 
 
@@ -27,6 +32,12 @@ def time_interleaved(sessions: Mapping[str, ort.InferenceSession], feed: np.ndar
     """Seconds per run for every model, measured round-robin ``repeats`` times each."""
     names = list(sessions)
     inputs = {name: {sessions[name].get_inputs()[0].name: feed} for name in names}
+    for name in names:
+        try:
+            sessions[name].run(None, inputs[name])
+        except Exception as error:  # onnxruntime's Fail, InvalidArgument, RuntimeException...
+            raise ReliefError(f"{name}: onnxruntime cannot run it on a batch of shape "
+                              f"{list(feed.shape)} ({first_line(error)})") from None
     for _ in range(warmup):
         for name in names:
             sessions[name].run(None, inputs[name])

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_write
+from ..figures import png_bytes, pyplot
+from ..files import write_file
 from ..table import format_table
 
 SCHEMA_VERSION = 1
@@ -75,9 +76,15 @@ class BenchReport:
                 "measurements": [asdict(m) for m in self.measurements],
                 "comparisons": self.comparisons()}
 
+    def json_bytes(self) -> bytes:
+        return json.dumps(self.to_dict(), indent=1).encode()
+
     def write_json(self, path: str | Path) -> None:
-        text = json.dumps(self.to_dict(), indent=1)
-        atomic_write(path, lambda temp: temp.write_text(text))
+        write_file(path, self.json_bytes(), inputs=self.inputs())
+
+    def inputs(self) -> list[str]:
+        """The benchmarked files (never overwritten by the report's outputs)."""
+        return [m.path for m in self.models]
 
     def table(self) -> str:
         models = format_table(
@@ -101,12 +108,11 @@ class BenchReport:
         return f"{models}\n\n{timing}"
 
     def plot(self, path: str | Path) -> None:
-        """Latency vs batch size per model and thread count, and file sizes."""
-        import matplotlib
+        write_file(path, self.plot_bytes(), inputs=self.inputs())
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+    def plot_bytes(self) -> bytes:
+        """PNG: latency vs batch size per model and thread count, and file sizes."""
+        plt = pyplot()
         figure, (latency, sizes) = plt.subplots(1, 2, figsize=(11, 4))
         for info in self.models:
             for threads in self.threads:
@@ -124,8 +130,7 @@ class BenchReport:
         sizes.set_ylabel("file size (MB)")
         sizes.tick_params(axis="x", labelrotation=20)
         figure.tight_layout()
-        atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=110))
-        plt.close(figure)
+        return png_bytes(figure)
 
 
 def _ratio(value: float | None) -> str | None:

@@ -6,33 +6,41 @@ intra-op threads, ``warmup`` runs, then ``repeats`` runs interleaved across mode
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ReliefError
+from .. import validate
+from ..errors import ReliefError, first_line
 from .graph_stats import GraphStats, graph_stats
 from .latency import create_session, percentile, time_interleaved
 from .memory import peak_memory
 from .report import BenchReport, Measurement, ModelInfo
 
+MAX_BATCH = 1 << 16
+MAX_THREADS = 256
+MAX_REPEATS = 100_000
+
 
 def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 64),
               threads: tuple[int, ...] = (1,), warmup: int = 5, repeats: int = 30,
-              data: str | None = None, progress: bool = True, seed: int = 0) -> BenchReport:
-    """Measure every model in ``paths``; the first one is the baseline for speed-ups."""
-    files = [Path(p) for p in paths]
-    if not files:
-        raise ReliefError("give at least one ONNX file to benchmark")
-    if min(batch_sizes, default=0) < 1 or min(threads, default=0) < 1 or repeats < 1 \
-            or warmup < 0:
-        raise ReliefError("batch sizes, threads and repeats must be >= 1, warm-up >= 0")
-    for path in files:
-        if not path.is_file():
-            raise ReliefError(f"{path}: no such file")
+              data: str | None = None, progress: bool = True, seed: int = 0,
+              memory: bool = True) -> BenchReport:
+    """Measure every model in ``paths``; the first one is the baseline for speed-ups.
+    ``memory``: also measure peak memory (two child processes per model)."""
+    files = _files(paths)
+    batch_sizes = validate.integers("batch_sizes", batch_sizes, 1, MAX_BATCH)
+    threads = validate.integers("threads", threads, 1, MAX_THREADS)
+    validate.integer("warmup", warmup, 0, MAX_REPEATS)
+    validate.integer("repeats", repeats, 1, MAX_REPEATS)
+    validate.integer("seed", seed, 0, 2**32 - 1)
+    validate.flag("progress", progress)
+    validate.flag("memory", memory)
     stats = [graph_stats(p) for p in files]
-    _check_signatures(files, stats)
+    _check_signatures(files, stats, batch_sizes)
     models = [ModelInfo(str(p), p.stat().st_size, s.parameters, s.nonzero, s.macs)
               for p, s in zip(files, stats, strict=True)]
     report = BenchReport(models, list(batch_sizes), list(threads), warmup, repeats)
@@ -54,12 +62,31 @@ def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 
                 1e3 * percentile(samples, 99), batch / median, 1e3 * created[name]))
         del sessions
     for path, info in zip(files, models, strict=True):
-        info.memory_bytes = peak_memory(path, max(batch_sizes), max(threads))
+        info.memory_bytes = peak_memory(path, max(batch_sizes), max(threads)) if memory else None
     return report
 
 
-def _check_signatures(files: list[Path], stats: list[GraphStats]) -> None:
+def _files(paths: Any) -> list[Path]:
+    if isinstance(paths, (str, Path)) or not isinstance(paths, (list, tuple)) or not paths:
+        raise ReliefError(f"paths must be a non-empty list of ONNX files, got {paths!r}")
+    files = []
+    for path in paths:
+        if not isinstance(path, (str, Path)) or not Path(path).is_file():
+            raise ReliefError(f"{path}: no such file")
+        files.append(Path(path))
+    return files
+
+
+def _check_signatures(files: list[Path], stats: list[GraphStats],
+                      batch_sizes: tuple[int, ...]) -> None:
     first = stats[0]
+    for path, info in zip(files, stats, strict=True):
+        if info.fixed_batch is not None and set(batch_sizes) != {info.fixed_batch}:
+            raise ReliefError(f"{path}: the model has a fixed batch size of {info.fixed_batch}; "
+                              f"pass --batch {info.fixed_batch} (or export it with a dynamic "
+                              "batch axis)")
+    validate.allocation(f"a batch of {max(batch_sizes)} inputs of shape {first.input_shape}",
+                        4 * max(batch_sizes) * math.prod(first.input_shape))
     for path, other in zip(files[1:], stats[1:], strict=True):
         if (other.input_shape, other.input_type) != (first.input_shape, first.input_type):
             raise ReliefError(f"{path}: input {other.input_shape} (type {other.input_type}) "
@@ -77,14 +104,25 @@ def _accuracy(report: BenchReport, files: list[Path], stats: GraphStats, spec: s
                           f"fit the models' input {stats.input_shape}")
     for path, info in zip(files, report.models, strict=True):
         session, _ = create_session(str(path), 0)
-        info.accuracy = top1(session, stats.input_name, images.numpy(), labels.numpy())
+        try:
+            info.accuracy = top1(session, stats.input_name, images.numpy(), labels.numpy(),
+                                 stats.fixed_batch or 256, whole_batches=bool(stats.fixed_batch))
+        except Exception as error:  # onnxruntime's own exception types, or odd outputs
+            raise ReliefError(f"{path}: cannot measure accuracy on {spec} "
+                              f"({first_line(error)})") from None
 
 
 def top1(session, input_name: str, images: np.ndarray, labels: np.ndarray,
-         batch: int = 256) -> float:
-    """Share of samples whose highest output is the label."""
+         batch: int = 256, *, whole_batches: bool = False) -> float:
+    """Share of samples whose highest output is the label (``whole_batches``: only full
+    batches, for models with a fixed batch size)."""
+    usable = len(images) - len(images) % batch if whole_batches else len(images)
+    if usable < 1:
+        raise ValueError(f"fewer samples than one batch of {batch}")
     correct = 0
-    for start in range(0, len(images), batch):
+    for start in range(0, usable, batch):
         logits = session.run(None, {input_name: images[start:start + batch]})[0]
+        if logits.ndim != 2:
+            raise ValueError(f"output of shape {logits.shape} is not [batch, classes]")
         correct += int((logits.argmax(1) == labels[start:start + batch]).sum())
-    return correct / len(images)
+    return correct / usable

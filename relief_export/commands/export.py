@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..onnx.export import export_onnx, tensor_table
+from .inspect import print_notes
 
 
 def export_command(args: argparse.Namespace) -> int:
@@ -13,6 +14,7 @@ def export_command(args: argparse.Namespace) -> int:
                          opset=args.opset, align=args.align, dense_out=args.dense_out,
                          verify_outputs=not args.no_verify, trust=args.trust_pickle,
                          allow_factory=args.allow_factory, report_path=args.report)
+    print_notes(report.notes)
     if args.verbose:
         print(tensor_table(report))
     print(report.summary())

@@ -4,8 +4,12 @@ remove and the weight format export would choose; nothing is written."""
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -13,12 +17,17 @@ from ..checkpoint import read_model
 from ..compile import compact_with_report
 from ..compile.formats import FORMATS, smallest
 from ..compile.graph import unmasked_copy
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
+from ..onnx.integrity import check_integrity
+from ..safe_torch import ONNX, sniff
 from ..table import format_table
 
 
 def inspect_command(args: argparse.Namespace) -> int:
+    if Path(args.model).is_file() and sniff(Path(args.model)) == ONNX:
+        return _inspect_onnx(Path(args.model))
     loaded = read_model(args.model, trust=args.trust_pickle, allow_factory=args.allow_factory)
+    print_notes(loaded.notes)
     shape = args.input_shape or loaded.input_shape
     if not shape:
         raise ReliefError(f"{args.model}: the file records no input shape; pass --input-shape")
@@ -38,6 +47,33 @@ def inspect_command(args: argparse.Namespace) -> int:
     print("\nexact compaction would give:")
     print(report)
     return 0
+
+
+def _inspect_onnx(path: Path) -> int:
+    """An ONNX file: its metadata and whether its weights still match their recorded sha256;
+    exit 2 when they do not."""
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as error:
+        raise ReliefError(f"{path}: corrupt ONNX file ({first_line(error)})") from None
+    check = check_integrity(model)
+    props = {p.key: p.value for p in model.metadata_props if p.key != "weight_formats"}
+    rows: list[list[Any]] = [["opset", ", ".join(f"{o.domain or 'ai.onnx'} {o.version}"
+                                for o in model.opset_import)],
+            ["nodes", len(model.graph.node)], ["initializers", len(model.graph.initializer)],
+            *[[key, value] for key, value in props.items()],
+            ["weights sha256 now", check.actual], ["integrity", check.status]]
+    print(f"{path} (ONNX model)")
+    print(format_table(["", ""], rows))
+    if check.recorded and check.recorded != check.actual:
+        raise ReliefError(f"{path}: corrupt: its weights do not match the sha256 recorded "
+                          "when it was exported")
+    return 0
+
+
+def print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _layer_row(name: str, module: nn.Linear | nn.Conv2d) -> list:

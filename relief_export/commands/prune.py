@@ -9,17 +9,19 @@ import torch
 from .. import data, models
 from ..checkpoint import read_model, save_checkpoint
 from ..errors import ReliefError
-from ..files import check_writable
+from ..files import check_output
 from ..masks import effective_state_dict
 from ..prune.relief import ReliefConfig, relief
 from ..table import format_table
+from .inspect import print_notes
 
 
 def prune_command(args: argparse.Namespace) -> int:
     from ..cli import fit_config
 
-    out = check_writable(args.out)
+    out = check_output(args.out, inputs=[args.model])
     loaded = read_model(args.model, trust=args.trust_pickle, allow_factory=args.allow_factory)
+    print_notes(loaded.notes)
     if loaded.arch is None:
         raise ReliefError(f"{args.model}: prune needs a relief_export checkpoint (it records "
                           "the architecture to save the result with)")
@@ -40,7 +42,7 @@ def prune_command(args: argparse.Namespace) -> int:
                "remaining_weights": final["remaining_weights"],
                "remaining_flops": final["remaining_flops"],
                "prune_config": {k: v for k, v in vars(config).items() if k != "finetune"}}
-    save_checkpoint(out, result.model, arch=loaded.arch,
+    save_checkpoint(out, result.model, arch=loaded.arch, inputs=(args.model,),
                     input_shape=loaded.input_shape or [1, *full.sample_shape], data=args.data,
                     metrics=metrics, history=result.history)
     print(history_table(result.history))

@@ -9,7 +9,7 @@ import torch
 from .. import data, models
 from ..checkpoint import save_checkpoint
 from ..errors import ReliefError, first_line
-from ..files import check_writable
+from ..files import check_output
 from ..prune.train import evaluate, fit
 
 
@@ -38,7 +38,7 @@ def check_input(model: torch.nn.Module, shape: list[int], name: str) -> None:
 def train_command(args: argparse.Namespace) -> int:
     from ..cli import fit_config
 
-    check_write = check_writable(args.out)
+    check_write = check_output(args.out)
     config = fit_config(args)
     train_full = data.load(args.data, "train")
     test_set = data.load(args.data, "test")

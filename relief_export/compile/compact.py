@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from .. import validate
 from ..errors import ReliefError
 from ..fx_trace import trace
 from . import graph as g
@@ -41,7 +42,12 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     The result is checked against it on the example inputs and on seeded random inputs of
     the same shape: max |error| / max |output| <= 1e-5.
     """
+    validate.module("model", model, "load a file with relief_export.load_model first")
     example = _example(example_inputs)
+    validate.flag("fold_batchnorm", fold_batchnorm)
+    validate.integer("align", align, 1, 1024)
+    validate.number("partial_add_cost", partial_add_cost, 0.0, float("1e30"))
+    validate.integer("check_samples", check_samples, 1, 4096)
     _check_finite(model)
     reference = g.unmasked_copy(model)
     graph_module = trace(reference, "compaction")
@@ -91,6 +97,10 @@ def _example(example_inputs: Any) -> torch.Tensor:
         example_inputs = example_inputs[0]
     if not isinstance(example_inputs, torch.Tensor) or not example_inputs.is_floating_point():
         raise ReliefError("example_inputs must be one floating-point tensor")
+    validate.finite("example_inputs", validate.tensor("example_inputs", example_inputs))
+    if example_inputs.dim() < 1 or example_inputs.shape[0] < 1:
+        raise ReliefError(f"example_inputs must have a batch axis of size >= 1, got shape "
+                          f"{list(example_inputs.shape)}")
     return example_inputs.detach()
 
 

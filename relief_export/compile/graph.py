@@ -37,6 +37,7 @@ from ..fx_ops import (  # noqa: F401 - re-exported for the compile package
     SPLIT_FUNCTIONS,
     aten,
 )
+from ..fx_trace import quiet_interpreter, root_cause
 
 
 @dataclass
@@ -83,11 +84,11 @@ def unmasked_copy(model: nn.Module) -> nn.Module:
 
 def propagate_shapes(graph_module: fx.GraphModule, example: torch.Tensor) -> torch.Tensor:
     """Run once, storing every node's ``tensor_meta``; returns the output."""
-    with torch.no_grad():
+    with torch.no_grad(), quiet_interpreter():
         try:
             return ShapeProp(graph_module).propagate(example)
         except Exception as error:
-            first = first_line(error)
+            first = first_line(root_cause(error))
             raise ReliefError(f"example inputs of shape {list(example.shape)} do not fit "
                               f"the model: {first}") from None
 

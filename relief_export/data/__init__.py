@@ -7,10 +7,12 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Subset
 
+from .. import validate
 from ..errors import ReliefError
 from .cifar import load_cifar
 from .mnist import load_mnist
 from .mnist5k import load_mnist5k
+from .synthetic import SIZES as SYNTHETIC_SIZES
 from .synthetic import load_synthetic
 from .tensors import ImageDataset
 
@@ -24,6 +26,8 @@ def load(spec: str, split: str) -> ImageDataset:
     """The ``split`` ("train" or "test") of the data set named by ``spec``."""
     if split not in SPLITS:
         raise ReliefError(f"unknown split {split!r}; use 'train' or 'test'")
+    if not isinstance(spec, str):
+        raise ReliefError(f"data spec must be text ({SPEC_HELP}), got {spec!r}")
     kind, _, argument = spec.partition(":")
     if kind == "mnist5k" and not argument:
         return load_mnist5k(split)
@@ -44,6 +48,8 @@ def _synthetic_args(argument: str) -> tuple[tuple[int, int, int], int]:
         raise ReliefError(f"synthetic:{argument}: expected synthetic:C,H,W,CLASSES") from None
     if min(c, h, w) < 1 or classes < 2:
         raise ReliefError(f"synthetic:{argument}: sizes must be >= 1 and classes >= 2")
+    largest = max(SYNTHETIC_SIZES.values()) + classes
+    validate.allocation(f"synthetic:{argument}", 4 * largest * c * h * w)
     return (c, h, w), classes
 
 

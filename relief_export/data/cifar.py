@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
 from .tensors import ImageDataset
 
 _SAFE_GLOBALS = {
@@ -42,8 +42,8 @@ def read_batch(path: Path) -> dict:
             batch = _SafeUnpickler(handle, encoding="bytes").load()
     except FileNotFoundError:
         raise ReliefError(f"{path}: missing CIFAR batch file") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError) as error:
-        raise ReliefError(f"{path}: not a CIFAR pickle batch ({error})") from None
+    except Exception as error:  # a damaged pickle raises many kinds
+        raise ReliefError(f"{path}: not a CIFAR pickle batch ({first_line(error)})") from None
     if not isinstance(batch, dict):
         raise ReliefError(f"{path}: not a CIFAR pickle batch (holds {type(batch).__name__})")
     return batch

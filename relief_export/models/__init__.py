@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
+import torch
 from torch import nn
 
+from .. import validate
 from ..errors import ReliefError
 from .lenet import lenet5, lenet300_100
 from .resnet import resnet
@@ -15,6 +17,9 @@ from .resnet_cifar import cifar_resnet
 from .vgg import vgg
 
 __all__ = ["build", "input_shape", "names"]
+
+MAX_CLASSES = 1_000_000
+MAX_CHANNELS = 4096
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,7 @@ def names() -> list[str]:
 
 
 def _entry(name: str) -> _Entry:
-    if name not in _ZOO:
+    if not isinstance(name, str) or name not in _ZOO:
         raise ReliefError(f"unknown architecture {name!r}; choose one of: {', '.join(_ZOO)}")
     return _ZOO[name]
 
@@ -49,9 +54,13 @@ def _entry(name: str) -> _Entry:
 def build(name: str, *, num_classes: int = 10, in_channels: int | None = None) -> nn.Module:
     """A freshly initialised zoo model (Kaiming-normal conv/linear weights, zero biases)."""
     entry = _entry(name)
-    if num_classes < 1:
-        raise ReliefError(f"num_classes must be >= 1, got {num_classes}")
+    validate.integer("num_classes", num_classes, 1, MAX_CLASSES)
     channels = entry.in_channels if in_channels is None else in_channels
+    validate.integer("in_channels", channels, 1, MAX_CHANNELS)
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in entry.factory(
+            num_classes=num_classes, in_channels=channels).parameters())
+    validate.allocation(f"{name} with {num_classes} classes", 4 * parameters)
     model = entry.factory(num_classes=num_classes, in_channels=channels)
     model.apply(_kaiming_init)
     return model

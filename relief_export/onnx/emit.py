@@ -18,11 +18,16 @@ INPUT, OUTPUT = "input", "output"
 
 
 def to_onnx(model: nn.Module, example: torch.Tensor, opset: int = 18) -> onnx.ModelProto:
-    """Export with torch.onnx (dynamo exporter); IR version capped for onnxruntime."""
+    """Export with torch.onnx (dynamo exporter); IR version capped for onnxruntime.
+
+    The example is traced at batch 2: torch.export specialises axes of size 1, which would
+    fix the batch axis of a model whose other axes are all 1.
+    """
     batch = torch.export.Dim("batch", min=1)
+    pair = example[:1].expand(2, *example.shape[1:]).contiguous()
     try:
         with _quiet():
-            program = torch.onnx.export(model, (example,), input_names=[INPUT],
+            program = torch.onnx.export(model, (pair,), input_names=[INPUT],
                                         output_names=[OUTPUT], opset_version=opset,
                                         dynamic_shapes=({0: batch},), dynamo=True,
                                         verbose=False)
@@ -33,6 +38,13 @@ def to_onnx(model: nn.Module, example: torch.Tensor, opset: int = 18) -> onnx.Mo
     assert program is not None
     proto = program.model_proto
     proto.ir_version = min(proto.ir_version, max_ir_version())
+    written = {o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")}
+    if written != {opset}:
+        raise ReliefError(f"the ONNX exporter cannot write opset {opset} (it wrote "
+                          f"{sorted(written)}); choose an opset it supports, e.g. 18")
+    if proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value:
+        raise ReliefError(f"torch.onnx.export fixed the batch axis of {type(model).__name__}; "
+                          "the model's forward must not depend on the batch size")
     return proto
 
 

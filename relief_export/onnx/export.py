@@ -12,19 +12,23 @@ import onnx
 import torch
 from torch import nn
 
-from .. import __version__
+from .. import validate
+from .._version import __version__
 from ..checkpoint import LoadedModel, read_model
 from ..compile import compact_with_report
 from ..compile.graph import unmasked_copy
 from ..errors import ReliefError, first_line
-from ..files import atomic_write, check_writable
+from ..files import check_output, write_files
 from ..table import format_table
 from . import verify
 from .emit import set_metadata, to_onnx
 from .encode import MODES, TensorChoice, encode_weights
+from .integrity import SOURCE_KEY, WEIGHTS_KEY, weights_sha256
 
 FP32_TOLERANCE = 1e-4
 MIN_OPSET = 17
+MAX_OPSET = 23
+MAX_ALIGN = 1024
 
 
 @dataclass
@@ -45,6 +49,9 @@ class ExportReport:
     seconds: float = 0.0
     tensors: list[TensorChoice] = field(default_factory=list)
     compaction: dict[str, Any] = field(default_factory=dict)
+    source_sha256: str | None = None
+    notes: list[str] = field(default_factory=list)
+    weights_sha256: str | None = None
 
     @property
     def bytes_per_nonzero(self) -> float:
@@ -97,21 +104,24 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     and verified; the input is never modified.
     """
     start = time.perf_counter()
-    if weights not in MODES:
-        raise ReliefError(f"--weights must be one of {', '.join(MODES)}, got {weights!r}")
-    if opset < MIN_OPSET:
-        raise ReliefError(f"--opset must be >= {MIN_OPSET}, got {opset}")
-    if align < 1:
-        raise ReliefError(f"--align must be >= 1, got {align}")
+    validate.choice("weights", weights, list(MODES))
+    validate.integer("opset", opset, MIN_OPSET, MAX_OPSET)
+    validate.integer("align", align, 1, MAX_ALIGN)
+    for name, value in (("fp16_weights", fp16_weights), ("verify_outputs", verify_outputs),
+                        ("trust", trust), ("allow_factory", allow_factory)):
+        validate.flag(name, value)
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
     loaded = _load(model_or_path, trust, allow_factory)
     example = _example(loaded, example_inputs, input_shape)
-    report = ExportReport(str(loaded.source), str(out_path), weights, fp16_weights)
+    report = ExportReport(str(loaded.source), str(out_path), weights, fp16_weights,
+                          notes=list(loaded.notes))
     compacted, compaction = compact_with_report(loaded.model, example, fold_batchnorm=True,
                                                 align=align)
     proto = to_onnx(compacted, example, opset)
     report.tensors = encode_weights(proto, mode=weights, fp16=fp16_weights)
     _count(report, loaded.model, compacted, compaction.to_dict())
+    report.source_sha256 = loaded.sha256
+    report.weights_sha256 = weights_sha256(proto)
     set_metadata(proto, _metadata(report))
     data = proto.SerializeToString()
     if verify_outputs:
@@ -120,26 +130,26 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     report.file_bytes = len(data)
     report.dense_file_bytes = len(dense_data) if dense_data is not None else None
     report.seconds = time.perf_counter() - start
-    atomic_write(outputs["out"], lambda temp: temp.write_bytes(data))
+    files: dict[str | Path, bytes] = {outputs["out"]: data}
     if dense_data is not None:
-        atomic_write(outputs["dense"], lambda temp: temp.write_bytes(dense_data))
+        files[outputs["dense"]] = dense_data
     if report_path is not None:
-        text = json.dumps(report.to_dict(), indent=1, default=str)
-        atomic_write(outputs["report"], lambda temp: temp.write_text(text))
+        files[outputs["report"]] = json.dumps(report.to_dict(), indent=1, default=str).encode()
+    write_files(files, inputs=_inputs(model_or_path))
     return report
 
 
+def _inputs(source: Any) -> list[Path]:
+    return [Path(source)] if isinstance(source, (str, Path)) else []
+
+
 def _check_outputs(source: Any, out: Any, dense: Any, report: Any) -> dict[str, Path]:
-    paths = {"out": check_writable(out)}
+    inputs = _inputs(source)
+    paths = {"out": check_output(out, inputs=inputs)}
     if dense is not None:
-        paths["dense"] = check_writable(dense)
+        paths["dense"] = check_output(dense, inputs=inputs)
     if report is not None:
-        paths["report"] = check_writable(report)
-    if isinstance(source, (str, Path)):
-        for label, path in paths.items():
-            if Path(source).exists() and path.exists() and path.samefile(source):
-                raise ReliefError(f"{path}: output ({label}) is the input model; choose another "
-                                  "name (the input is never overwritten)")
+        paths["report"] = check_output(report, inputs=inputs)
     if len({p.resolve() for p in paths.values()}) != len(paths):
         raise ReliefError("--out, --dense-out and --report must be different files")
     return paths
@@ -148,6 +158,9 @@ def _check_outputs(source: Any, out: Any, dense: Any, report: Any) -> dict[str, 
 def _load(model_or_path: Any, trust: bool, allow_factory: bool) -> LoadedModel:
     if isinstance(model_or_path, nn.Module):
         return LoadedModel(model_or_path.eval(), Path("<module>"), "module")
+    if not isinstance(model_or_path, (str, Path)):
+        raise ReliefError(f"model_or_path must be an nn.Module or a file name, got "
+                          f"{type(model_or_path).__name__}")
     return read_model(model_or_path, trust=trust, allow_factory=allow_factory)
 
 
@@ -158,9 +171,10 @@ def _example(loaded: LoadedModel, example: torch.Tensor | None,
         if not shape:
             raise ReliefError(f"{loaded.source}: the file records no input shape; pass "
                               "--input-shape, e.g. --input-shape 1,1,28,28")
-        if any(d < 1 for d in shape):
-            raise ReliefError(f"--input-shape must be positive integers, got {shape}")
+        shape = validate.shape("input shape", shape)
         example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    else:
+        validate.finite("example_inputs", validate.tensor("example_inputs", example))
     try:
         with torch.no_grad():
             loaded.model.eval()(example)
@@ -186,7 +200,8 @@ def _metadata(report: ExportReport) -> dict[str, str]:
             "params_dense": str(report.params_dense),
             "params_nonzero": str(report.params_nonzero),
             "params_compact": str(report.params_compact),
-            "weight_formats": json.dumps(formats), "fp16_weights": str(report.fp16_weights)}
+            "weight_formats": json.dumps(formats), "fp16_weights": str(report.fp16_weights),
+            SOURCE_KEY: report.source_sha256 or "", WEIGHTS_KEY: report.weights_sha256 or ""}
 
 
 def _verify(report: ExportReport, proto: onnx.ModelProto, data: bytes, loaded: LoadedModel,

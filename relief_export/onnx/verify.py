@@ -50,13 +50,21 @@ def check_structure(model: onnx.ModelProto) -> None:
 def compare(model_bytes: bytes, reference: nn.Module, batches: dict[str, torch.Tensor],
             tolerance: float) -> list[Check]:
     """Run both on every named batch; raise VerificationError above ``tolerance``."""
-    runner = session(model_bytes)
+    try:
+        runner = session(model_bytes)
+    except Exception as error:  # onnxruntime's own exception types
+        raise VerificationError(f"onnxruntime cannot load the exported model "
+                                f"({first_line(error)}); no file written") from None
     checks = []
     reference.eval()
     for label, x in batches.items():
         with torch.no_grad():
             expected = reference(x).numpy()
-        got = runner.run(None, {INPUT: x.numpy()})[0]
+        try:
+            got = runner.run(None, {INPUT: x.numpy()})[0]
+        except Exception as error:  # onnxruntime's own exception types
+            raise VerificationError(f"onnxruntime cannot run the exported model on {label} "
+                                    f"({first_line(error)}); no file written") from None
         if got.shape != expected.shape:
             raise VerificationError(f"ONNX output shape {got.shape} differs from torch "
                                     f"{expected.shape} on {label}")

@@ -19,6 +19,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ReliefError, first_line
+from ..fx_trace import quiet_interpreter, root_cause
 from .scores import (
     ConvGeometry,
     conv_bias_contributions,
@@ -186,12 +187,13 @@ def _run(model: nn.Module, graph_module: fx.GraphModule | None,
          values: dict[fx.Node, ValueStats], batch: torch.Tensor) -> None:
     _check_finite(batch, "the calibration inputs")
     try:
-        output = _Recorder(graph_module, values).run(batch) if graph_module is not None \
-            else model(batch)
+        with quiet_interpreter():
+            output = _Recorder(graph_module, values).run(batch) if graph_module is not None \
+                else model(batch)
     except ReliefError:
         raise
     except (RuntimeError, ValueError, IndexError) as error:
-        message = first_line(error)
+        message = first_line(root_cause(error))
         raise ReliefError(f"calibration inputs of shape {list(batch.shape)} do not fit "
                           f"{type(model).__name__}: {message}") from None
     if isinstance(output, torch.Tensor):

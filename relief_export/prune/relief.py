@@ -12,6 +12,7 @@ from torch import fx, nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
+from .. import validate
 from ..data.tensors import batches
 from ..errors import ReliefError
 from .activity import Activity, collect, iterate_inputs
@@ -25,6 +26,7 @@ from .train import FitConfig, evaluate, fit
 def relief_scores(model: nn.Module, inputs: Any, *, conv_score: str = "paper"
                   ) -> dict[str, torch.Tensor]:
     """Per Linear / Conv2d (by module name): contributions [out, contributors + 1], bias last."""
+    validate.module("model", model, "load a file with relief_export.load_model first")
     layers = find_layers(model)
     if not layers:
         raise ReliefError(f"{type(model).__name__} has no Linear or Conv2d layer to score")
@@ -40,6 +42,7 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     per unit, dead units, the residual rule, and backward pruning of unread units to a fixed
     point. Any error is raised before the model is touched.
     """
+    validate.module("model", model, "load a file with relief_export.load_model first")
     check_alpha(alpha_fc, "alpha_fc")
     check_alpha(alpha_conv, "alpha_conv")
     _check_parameters(model)
@@ -134,9 +137,14 @@ class ReliefConfig:
     def __post_init__(self) -> None:
         check_alpha(self.alpha_fc, "alpha_fc")
         check_alpha(self.alpha_conv, "alpha_conv")
-        if self.iterations < 1 or self.calib_samples < 1:
-            raise ReliefError(f"iterations and calib_samples must be >= 1, got "
-                              f"{self.iterations}, {self.calib_samples}")
+        validate.integer("iterations", self.iterations, 1, 10_000)
+        validate.integer("calib_samples", self.calib_samples, 1, 10_000_000)
+        validate.choice("conv_score", self.conv_score, ("paper", "reference"))
+        validate.integer("seed", self.seed, 0, 2**63 - 1)
+        if not isinstance(self.finetune, FitConfig):
+            raise ReliefError(f"finetune must be a FitConfig, got {self.finetune!r}")
+        if self.target_remaining is not None:
+            validate.number("target_remaining", self.target_remaining, 0.0, 1.0, open_low=True)
 
 
 @dataclass
@@ -155,8 +163,14 @@ def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = 
 
     ``overrides`` set ReliefConfig fields by keyword (``iterations=10, alpha_fc=0.95``).
     """
-    config = replace(config or ReliefConfig(), **overrides)
-    if len(train_data) == 0:  # type: ignore[arg-type]
+    validate.module("model", model, "load a file with relief_export.load_model first")
+    try:
+        config = replace(config or ReliefConfig(), **overrides)
+    except TypeError as error:
+        raise ReliefError(f"relief: {error}") from None
+    if not hasattr(train_data, "__len__") or not hasattr(train_data, "__getitem__"):
+        raise ReliefError(f"train_data must be a data set, got {type(train_data).__name__}")
+    if len(train_data) == 0:
         raise ReliefError("the training data is empty")
     positions = conv_positions(model, next(batches(train_data, 1))[0])
     history = [_record(0, model, positions, val_data, test_data, 0.0)]

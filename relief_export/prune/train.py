@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -12,8 +11,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from .. import validate
 from ..data.tensors import batches
 from ..errors import ReliefError
+
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -33,16 +36,16 @@ class FitConfig:
     augment: bool = False
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1:
-            raise ReliefError(f"epochs must be >= 0 and batch size >= 1, got {self.epochs}, "
-                              f"{self.batch_size}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ReliefError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0:
-            raise ReliefError(f"lr must be > 0 and weight decay >= 0, got {self.lr}, "
-                              f"{self.weight_decay}")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ReliefError(f"device {self.device!r} asked for, but no CUDA device is available")
+        validate.integer("epochs", self.epochs, 0, MAX_EPOCHS)
+        validate.integer("batch size", self.batch_size, 1, MAX_BATCH)
+        validate.integer("seed", self.seed, 0, 2**63 - 1)
+        validate.choice("optimizer", self.optimizer, ("adam", "sgd"))
+        validate.number("lr", self.lr, 0.0, 1e3, open_low=True)
+        validate.number("weight decay", self.weight_decay, 0.0, 1e3)
+        validate.number("momentum", self.momentum, 0.0, 1.0)
+        validate.number("gamma", self.gamma, 0.0, 1e3, open_low=True)
+        validate.integers("milestones", self.milestones or (1,), 0, MAX_EPOCHS)
+        validate.device("device", self.device)
 
 
 @dataclass

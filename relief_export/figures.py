@@ -1,0 +1,24 @@
+"""matplotlib without a screen, and figures as PNG bytes for the one writer (files.py)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def png_bytes(figure: Any, dpi: int = 110) -> bytes:
+    """The figure rendered as PNG, then closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    pyplot().close(figure)
+    return buffer.getvalue()

@@ -1,0 +1,44 @@
+"""Integrity of exported ONNX files: a sha256 over the weights, recorded in metadata_props
+(``weights_sha256``, beside the source checkpoint's ``source_sha256``) and checked by
+``relief-export inspect OUT.onnx``."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import onnx
+from onnx import numpy_helper
+
+WEIGHTS_KEY, SOURCE_KEY = "weights_sha256", "source_sha256"
+
+
+def weights_sha256(model: onnx.ModelProto) -> str:
+    """sha256 over every initializer in name order: ``name|dtype|dims|`` then its bytes."""
+    digest = hashlib.sha256()
+    for tensor in sorted(model.graph.initializer, key=lambda t: t.name):
+        array = numpy_helper.to_array(tensor)
+        digest.update(f"{tensor.name}|{tensor.data_type}|{list(tensor.dims)}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class IntegrityCheck:
+    """What the file records and what its weights hash to now."""
+
+    recorded: str | None
+    actual: str
+    source: str | None
+
+    @property
+    def status(self) -> str:
+        if not self.recorded:
+            return "no checksum recorded (not written by relief_export)"
+        return "ok" if self.recorded == self.actual else "MISMATCH: the weights were changed"
+
+
+def check_integrity(model: onnx.ModelProto) -> IntegrityCheck:
+    props = {p.key: p.value for p in model.metadata_props}
+    return IntegrityCheck(props.get(WEIGHTS_KEY) or None, weights_sha256(model),
+                          props.get(SOURCE_KEY) or None)

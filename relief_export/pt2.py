@@ -1,0 +1,189 @@
+"""torch.export archives (``.pt2``), untrusted by default.
+
+Before torch deserialises anything, the archive is inspected as the zip it is: every member
+must match its CRC-32 and be on the allow-list below (JSON parts, raw tensor records, sample
+inputs that load with ``weights_only=True``); the JSON configs must store every weight and
+constant as raw tensor data (``use_pickle`` false), the graph must hold no guard source
+(torch exec()s it) and call only ops of torch's own namespaces. Anything else is refused
+with one line naming the member and why, unless the user trusts the file. The load itself
+then runs under ``safe_torch.no_unpickling``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.export.pt2_archive import constants as layout
+
+from .errors import ReliefError, first_line
+from .safe_torch import (
+    load_bytes_weights_only,
+    no_unpickling,
+    quiet,
+    read_member,
+    refused_global,
+    verify_zip,
+)
+
+_NAME = r"[A-Za-z0-9_.-]+"
+# member path below the archive root -> what it holds (every other member is refused)
+ALLOWED_MEMBERS: dict[str, str] = {
+    re.escape(layout.ARCHIVE_FORMAT_PATH): "format tag",
+    re.escape(layout.ARCHIVE_VERSION_PATH): "format version",
+    r"byteorder|\.data/version|\.data/serialization_id": "archive markers",
+    re.escape(layout.MODELS_DIR) + _NAME + r"\.json": "graph (JSON)",
+    re.escape(layout.WEIGHTS_DIR) + _NAME + r"_weights_config\.json": "weights index (JSON)",
+    re.escape(layout.WEIGHTS_DIR + layout.WEIGHT_FILENAME_PREFIX) + r"\d+": "raw tensor",
+    re.escape(layout.CONSTANTS_DIR) + _NAME + r"_constants_config\.json":
+        "constants index (JSON)",
+    re.escape(layout.CONSTANTS_DIR + layout.TENSOR_CONSTANT_FILENAME_PREFIX) + r"\d+":
+        "raw tensor",
+    re.escape(layout.SAMPLE_INPUTS_DIR) + _NAME + r"\.pt": "sample inputs (tensors only)",
+    re.escape(layout.EXTRA_DIR) + r".+": "extra text",
+}
+# why members known to hold code or pickles are refused
+REFUSED_MEMBERS: dict[str, str] = {
+    re.escape(layout.AOTINDUCTOR_DIR): "compiled code (AOTInductor shared library)",
+    re.escape(layout.CONSTANTS_DIR + layout.CUSTOM_OBJ_FILENAME_PREFIX):
+        "a pickled TorchScript object",
+    re.escape(layout.CONSTANTS_DIR + layout.OPAQUE_OBJ_FILENAME_PREFIX):
+        "a pickled Python object",
+    r"serialized_(state_dict|constants|example_inputs)\.pt":
+        "pickled data (the legacy archive layout)",
+    re.escape(layout.EXECUTORCH_DIR) + "|" + re.escape(layout.MTIA_DIR):
+        "a compiled program for another runtime",
+}
+# op targets the graph may call: torch's own namespaces and Python's operator module
+ALLOWED_TARGETS = ("torch.ops.aten.", "torch.ops.prims.", "torch.ops.higher_order.",
+                   "_operator.", "torch.sym_", "torch._sym_", "math.")
+TRUST_HINT = "pass --trust-pickle (trust=True) only if you trust the file"
+
+
+def load_export_archive(path: Path, *, trust: bool) -> torch.export.ExportedProgram:
+    """The ExportedProgram in ``path``; refused as described above unless ``trust``."""
+    names = verify_zip(path)
+    if not trust:
+        check_untrusted(path, names)
+    try:
+        with quiet():
+            if trust:
+                return torch.export.load(str(path))
+            with no_unpickling():
+                return torch.export.load(str(path))
+    except ReliefError:
+        raise
+    except Exception as error:
+        raise ReliefError(f"{path}: corrupt or unreadable torch.export archive "
+                          f"({first_line(error)})") from None
+
+
+def check_untrusted(path: Path, names: list[str]) -> None:
+    """Raise unless every member and JSON part is on the allow-list."""
+    for name in names:
+        _refuse_known(path, name)
+    root = _root(path, names)
+    for name in names:
+        _check_member(path, name, name[len(root):])
+    for name in names:
+        relative = name[len(root):]
+        if relative.endswith("_config.json"):
+            _check_payload_config(path, name, names, root)
+        elif relative.startswith(layout.MODELS_DIR):
+            _check_graph(path, name)
+        elif relative.startswith(layout.SAMPLE_INPUTS_DIR):
+            _check_sample_inputs(path, name)
+
+
+def _root(path: Path, names: list[str]) -> str:
+    roots = {name.split("/", 1)[0] + "/" for name in names}
+    if len(roots) != 1 or any("/" not in name for name in names):
+        raise ReliefError(f"{path}: not a torch.export archive (members are not under one "
+                          "root folder)")
+    return roots.pop()
+
+
+def _refuse_known(path: Path, name: str) -> None:
+    for pattern, why in REFUSED_MEMBERS.items():
+        if re.search(pattern, name):
+            raise ReliefError(f"{path}: member {name} holds {why}; refused because loading it "
+                              f"runs code from the file ({TRUST_HINT})")
+
+
+def _check_member(path: Path, name: str, relative: str) -> None:
+    if not any(re.fullmatch(pattern, relative) for pattern in ALLOWED_MEMBERS):
+        raise ReliefError(f"{path}: member {name} is not a part of a torch.export archive "
+                          f"that can be read without running code ({TRUST_HINT})")
+
+
+def _json_member(path: Path, name: str) -> Any:
+    try:
+        return json.loads(read_member(path, name))
+    except ReliefError:
+        raise
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ReliefError(f"{path}: corrupt archive: member {name} is not valid JSON "
+                          f"({first_line(error)})") from None
+
+
+def _check_payload_config(path: Path, name: str, names: list[str], root: str) -> None:
+    config = _json_member(path, name)
+    entries = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(entries, dict):
+        raise ReliefError(f"{path}: corrupt archive: {name} has no 'config' table")
+    folder = name.rsplit("/", 1)[0] + "/"
+    for key, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise ReliefError(f"{path}: corrupt archive: {name} entry {key!r} is not a table")
+        if entry.get("use_pickle"):
+            raise ReliefError(f"{path}: {key!r} is stored as a pickle ({name}); refused "
+                              f"because unpickling runs code from the file ({TRUST_HINT})")
+        stored = folder + str(entry.get("path_name"))
+        if stored not in names or not isinstance(entry.get("tensor_meta"), dict):
+            raise ReliefError(f"{path}: corrupt archive: {key!r} points to {stored}, which is "
+                              "missing or has no tensor description")
+
+
+def _check_graph(path: Path, name: str) -> None:
+    program = _json_member(path, name)
+    if not isinstance(program, dict):
+        raise ReliefError(f"{path}: corrupt archive: {name} is not a program")
+    if program.get("guards_code"):
+        raise ReliefError(f"{path}: {name} holds guard source code, which torch would "
+                          f"execute; refused ({TRUST_HINT})")
+    for target in _targets(program):
+        if not isinstance(target, str) or not target.startswith(ALLOWED_TARGETS):
+            raise ReliefError(f"{path}: the graph calls {target!r}, which is not an op of "
+                              f"torch's own namespaces; custom ops may run code ({TRUST_HINT})")
+
+
+def _targets(tree: Any) -> Iterator[Any]:
+    """Every node target in a serialised graph, subgraphs included."""
+    if isinstance(tree, dict):
+        if "target" in tree and "inputs" in tree and "outputs" in tree:
+            yield tree["target"]
+        for value in tree.values():
+            yield from _targets(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _targets(value)
+
+
+def _check_sample_inputs(path: Path, name: str) -> None:
+    data = read_member(path, name)
+    if not data:
+        return
+    try:
+        load_bytes_weights_only(data)
+    except Exception as error:
+        found = refused_global(error)
+        if found is None:
+            raise ReliefError(f"{path}: corrupt archive: member {name} (sample inputs) is not "
+                              f"a readable torch file ({first_line(error)})") from None
+        raise ReliefError(f"{path}: member {name} (sample inputs) holds pickled Python "
+                          f"objects ({found}); refused because unpickling runs code from the "
+                          f"file ({TRUST_HINT})") from None
