@@ -92,6 +92,9 @@ def verify_zip(path: Path) -> list[str]:
                           ) from None
     if broken is not None:
         raise ReliefError(f"{path}: corrupt: member {broken} does not match its CRC-32")
+    if not members or min(member.header_offset for member in members) != 0:
+        raise ReliefError(f"{path}: corrupt or truncated zip archive (its directory does not "
+                          "describe the file from its first byte)")
     if len(set(names)) != len(names):
         raise ReliefError(f"{path}: corrupt zip archive (duplicate member names)")
     return names

@@ -71,6 +71,17 @@ class MarkerPayload:
         return (open, (self.marker, "w"))
 
 
+class SampleInputsPayload:
+    """Unpickles to valid sample inputs ``((zeros(shape), ...), {})``, creating the marker."""
+
+    def __init__(self, marker: Path, shapes: list[list[int]]) -> None:
+        self.source = (f"(open({str(marker)!r}, 'w').close(), (tuple(__import__('torch')"
+                       f".zeros(s) for s in {shapes!r}), {{}}))[1]")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (eval, (self.source,))
+
+
 def torch_bytes(obj: Any, **kwargs: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer, **kwargs)
@@ -96,7 +107,10 @@ def pt2_payload(base: bytes, route: str, marker: Path) -> bytes:
     root = next(iter(files)).split("/")[0] + "/"
     evil = torch_bytes({"x": MarkerPayload(marker)})
     if route == "sample_inputs":
-        files[root + "data/sample_inputs/model.pt"] = evil
+        name = root + "data/sample_inputs/model.pt"
+        args, _ = torch.load(io.BytesIO(files[name]), weights_only=True)
+        shapes = [list(a.shape) for a in args]
+        files[name] = torch_bytes(SampleInputsPayload(marker, shapes))
     elif route == "use_pickle_weight":
         name = root + "data/weights/model_weights_config.json"
         config = json.loads(files[name])

@@ -13,6 +13,7 @@ import onnx
 import torch
 from torch import nn
 
+from .. import validate
 from ..checkpoint import read_model
 from ..compile import compact_with_report
 from ..compile.formats import FORMATS, smallest
@@ -31,14 +32,17 @@ def inspect_command(args: argparse.Namespace) -> int:
     shape = args.input_shape or loaded.input_shape
     if not shape:
         raise ReliefError(f"{args.model}: the file records no input shape; pass --input-shape")
+    shape = validate.shape("--input-shape", shape)
     plain = unmasked_copy(loaded.model)
     rows = [_layer_row(name, module) for name, module in plain.named_modules()
             if isinstance(module, (nn.Linear, nn.Conv2d))]
-    print(f"{loaded.source} ({loaded.kind}), input shape {shape}")
+    print(f"{loaded.source} ({loaded.kind}), input shape {shape}, sha256 {loaded.sha256}")
+    if loaded.kind == "checkpoint" and not loaded.notes:
+        print("integrity: every tensor matches its recorded sha256")
     if loaded.history:
         final = loaded.history[-1]
         print(f"NNrelief iterations: {len(loaded.history) - 1}, weights left "
-              f"{100 * final['remaining_weights']:.2f}%, test accuracy "
+              f"{100 * final.get('remaining_weights', float('nan')):.2f}%, test accuracy "
               f"{100 * final.get('test_accuracy', float('nan')):.2f}%")
     print(format_table(["layer", "shape", "density", "dead units", "unread inputs",
                         "export format", "bytes (fp32)"], rows))

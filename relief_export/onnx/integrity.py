@@ -8,18 +8,16 @@ import hashlib
 from dataclasses import dataclass
 
 import onnx
-from onnx import numpy_helper
 
 WEIGHTS_KEY, SOURCE_KEY = "weights_sha256", "source_sha256"
 
 
 def weights_sha256(model: onnx.ModelProto) -> str:
-    """sha256 over every initializer in name order: ``name|dtype|dims|`` then its bytes."""
+    """sha256 over every initializer in name order, each as its deterministic protobuf
+    serialisation (name, type, dims and data)."""
     digest = hashlib.sha256()
     for tensor in sorted(model.graph.initializer, key=lambda t: t.name):
-        array = numpy_helper.to_array(tensor)
-        digest.update(f"{tensor.name}|{tensor.data_type}|{list(tensor.dims)}|".encode())
-        digest.update(array.tobytes())
+        digest.update(tensor.SerializeToString(deterministic=True))
     return digest.hexdigest()
 
 
