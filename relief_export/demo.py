@@ -17,6 +17,8 @@ from .bench import benchmark
 from .bench.drawing import draw_lenet300
 from .checkpoint import save_checkpoint
 from .errors import ReliefError
+from .figures import png_bytes, pyplot
+from .files import write_file
 from .onnx import export_onnx
 from .prune import FitConfig, ReliefConfig, evaluate, fit, relief
 from .table import format_table
@@ -61,8 +63,8 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
                                        repeats=5 if quick else 30, data="mnist5k")
         sections.append(_section(plan, history, paths["report"], benches[plan.arch]))
     _figures(folder, histories, benches, dense_models["lenet300_100"], train)
-    report = folder / "report.md"
-    report.write_text(_report(sections, time.perf_counter() - start, quick))
+    report = write_file(folder / "report.md",
+                        _report(sections, time.perf_counter() - start, quick).encode())
     print(f"wrote {report} ({time.perf_counter() - start:.0f} s)")
     return report
 
@@ -114,11 +116,7 @@ def _section(plan: DemoPlan, history, export, bench) -> str:
 
 
 def _figures(folder: Path, histories, benches, lenet300, train) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     for arch, history in histories.items():
         axis.plot([100 * h["remaining_weights"] for h in history],
@@ -129,8 +127,7 @@ def _figures(folder: Path, histories, benches, lenet300, train) -> None:
     axis.set_ylabel("test accuracy (%)")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(folder / "accuracy_vs_weights.png", dpi=110)
-    plt.close(figure)
+    write_file(folder / "accuracy_vs_weights.png", png_bytes(figure))
     figure, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), 4), squeeze=False)
     for axis, (arch, bench) in zip(axes[0], benches.items(), strict=True):
         for info, label in zip(bench.models, ("dense", "pruned"), strict=True):
@@ -144,8 +141,7 @@ def _figures(folder: Path, histories, benches, lenet300, train) -> None:
         axis.set_ylabel("median latency (ms)")
         axis.legend()
     figure.tight_layout()
-    figure.savefig(folder / "latency.png", dpi=110)
-    plt.close(figure)
+    write_file(folder / "latency.png", png_bytes(figure))
     images, _ = train.dataset.tensors()
     draw_lenet300({"dense": lenet300[0], "pruned": lenet300[1]}, images[::8][:500],
                   folder / "lenet300_100_before_after.png")

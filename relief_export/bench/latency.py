@@ -29,18 +29,17 @@ def create_session(model: bytes | str, threads: int) -> tuple[ort.InferenceSessi
 
 def time_interleaved(sessions: Mapping[str, ort.InferenceSession], feed: np.ndarray,
                      warmup: int = 3, repeats: int = 20) -> dict[str, list[float]]:
-    """Seconds per run for every model, measured round-robin ``repeats`` times each."""
+    """Seconds per run for every model, measured round-robin ``repeats`` times each after
+    ``warmup`` untimed rounds (at least one)."""
     names = list(sessions)
     inputs = {name: {sessions[name].get_inputs()[0].name: feed} for name in names}
-    for name in names:
-        try:
-            sessions[name].run(None, inputs[name])
-        except Exception as error:  # onnxruntime's Fail, InvalidArgument, RuntimeException...
-            raise ReliefError(f"{name}: onnxruntime cannot run it on a batch of shape "
-                              f"{list(feed.shape)} ({first_line(error)})") from None
-    for _ in range(warmup):
+    for _ in range(max(warmup, 1)):  # at least one untimed run: it shows the model runs
         for name in names:
-            sessions[name].run(None, inputs[name])
+            try:
+                sessions[name].run(None, inputs[name])
+            except Exception as error:  # onnxruntime's Fail, InvalidArgument, ...
+                raise ReliefError(f"{name}: onnxruntime cannot run it on a batch of shape "
+                                  f"{list(feed.shape)} ({first_line(error)})") from None
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(repeats):
         for name in names:

@@ -1,13 +1,16 @@
 """Fold an eval-mode BatchNorm into the Linear / Conv2d module right before it.
 
 y = (W x + b - mean) * s + beta with s = gamma / sqrt(var + eps) becomes W' = W * s (per
-output unit), b' = (b - mean) * s + beta.
+output unit), b' = (b - mean) * s + beta (torch.nn.utils.fusion, computed in float64).
 """
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import fx, nn
+from torch.nn.utils import fusion
 
 from . import graph as g
 
@@ -53,20 +56,18 @@ def _foldable(node: fx.Node, layer_node, modules: dict[str, nn.Module],
 
 def _fused(layer: nn.Linear | nn.Conv2d, batchnorm: nn.BatchNorm1d | nn.BatchNorm2d
            ) -> nn.Module:
+    """torch.nn.utils.fusion in float64, the result cast back to the layer's dtype."""
     assert batchnorm.running_var is not None and batchnorm.running_mean is not None
-    scale = torch.rsqrt(batchnorm.running_var.double() + batchnorm.eps)
-    if batchnorm.affine:
-        scale = scale * batchnorm.weight.detach().double()
-    shift = batchnorm.bias.detach().double() if batchnorm.affine else torch.zeros_like(scale)
-    bias = layer.bias.detach().double() if layer.bias is not None else torch.zeros_like(scale)
-    weight = layer.weight.detach().double() * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
-    fused: nn.Linear | nn.Conv2d
-    if isinstance(layer, nn.Linear):
-        fused = nn.Linear(layer.in_features, layer.out_features)
-    else:
-        fused = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size,  # type: ignore[arg-type]
-                          layer.stride, layer.padding, layer.dilation, layer.groups, True)  # type: ignore[arg-type]
-    with torch.no_grad():
-        fused.weight.copy_(weight)
-        fused.bias.copy_((bias - batchnorm.running_mean.double()) * scale + shift)  # type: ignore[union-attr]
+    mean, var = batchnorm.running_mean.double(), batchnorm.running_var.double()
+    gamma = batchnorm.weight.detach().double() if batchnorm.affine else torch.ones_like(mean)
+    beta = batchnorm.bias.detach().double() if batchnorm.affine else torch.zeros_like(mean)
+    bias = layer.bias.detach().double() if layer.bias is not None else None
+    fuse = fusion.fuse_linear_bn_weights if isinstance(layer, nn.Linear) \
+        else fusion.fuse_conv_bn_weights
+    weight, fused_bias = fuse(layer.weight.detach().double(), bias, mean, var, batchnorm.eps,
+                              gamma, beta)
+    fused = copy.deepcopy(layer)
+    dtype = layer.weight.dtype
+    fused.weight = nn.Parameter(weight.detach().to(dtype))
+    fused.bias = nn.Parameter(fused_bias.detach().to(dtype))
     return fused.eval()
