@@ -17,7 +17,7 @@ _EXPORTS = {
     "load_model": ".checkpoint", "read_model": ".checkpoint", "save_checkpoint": ".checkpoint",
     "CompactionReport": ".compile", "compact": ".compile", "compact_with_report": ".compile",
     "ReliefError": ".errors", "VerificationError": ".errors",
-    "ExportReport": ".onnx", "export_onnx": ".onnx",
+    "ExportReport": ".pipeline", "export_onnx": ".pipeline",
     "relief": ".prune", "relief_scores": ".prune", "relief_step": ".prune",
 }
 
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from .compile.compact import compact_with_report as compact_with_report
     from .errors import ReliefError as ReliefError
     from .errors import VerificationError as VerificationError
-    from .onnx import ExportReport as ExportReport
-    from .onnx import export_onnx as export_onnx
+    from .pipeline import ExportReport as ExportReport
+    from .pipeline import export_onnx as export_onnx
     from .prune.relief import relief as relief
     from .prune.relief import relief_scores as relief_scores
     from .prune.relief import relief_step as relief_step

@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import io
 import re
-import sys
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from .errors import ReliefError, first_line
 from .files import write_file
 from .masks import apply_masks, effective_state_dict, masks_of
 from .pt2 import load_export_archive
+from .quiet import current_folder_importable
 from .safe_torch import ONNX, PT2, load_torch_file, sniff
 
 FORMAT = "relief_export.checkpoint"
@@ -278,21 +278,16 @@ def _call_factory(spec: str, kwargs: dict, source: Path, allow_factory: bool) ->
                           "importing and running that code; pass --allow-factory "
                           "(allow_factory=True) if you trust it")
     module_name, _, function_name = spec.partition(":")
-    added = "" not in sys.path
-    if added:
-        sys.path.insert(0, "")  # the current folder, as `python -m` has it
     try:
-        factory = getattr(importlib.import_module(module_name), function_name)
-        model = factory(**kwargs)
+        with current_folder_importable():
+            factory = getattr(importlib.import_module(module_name), function_name)
+            model = factory(**kwargs)
     except ModuleNotFoundError as error:
         raise ReliefError(f"{source}: factory {spec!r}: module {error.name!r} is not "
                           "importable; run from the folder that holds it or add that folder "
                           "to PYTHONPATH") from None
     except Exception as error:
         raise ReliefError(f"{source}: factory {spec!r} failed: {first_line(error)}") from None
-    finally:
-        if added:
-            sys.path.remove("")
     if not isinstance(model, nn.Module):
         raise ReliefError(f"{source}: factory {spec!r} returned {type(model).__name__}, "
                           "not an nn.Module")

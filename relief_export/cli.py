@@ -7,55 +7,16 @@ its exit code (2, or 1 for a failed verification).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import os
 import sys
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from ._version import __version__
+from .commands._options import add_fit_options, add_trust_options, positive_list
 from .errors import ReliefError
+from .quiet import quiet_libraries
 
 PROG = "relief-export"
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
-                                         ) from None
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
-
-
-def _add_fit_options(parser: argparse.ArgumentParser, epochs: int) -> None:
-    group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=epochs)
-    group.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    group.add_argument("--lr", type=float, default=1e-3)
-    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    group.add_argument("--weight-decay", type=float, default=5e-4)
-    group.add_argument("--milestones", type=_int_list, default=[],
-                       help="epochs at which the learning rate drops 10x, e.g. 30 or 20,40")
-    group.add_argument("--batch-size", type=int, default=64)
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    group.add_argument("--augment", action="store_true",
-                       help="random flips and padded crops (CIFAR-style) while training")
-    group.add_argument("--val-fraction", type=float, default=0.1,
-                       help="share of the training split held out to select the best epoch")
-
-
-def fit_config(args: argparse.Namespace):
-    from .prune.train import FitConfig
-
-    return FitConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
-                     momentum=args.momentum, weight_decay=args.weight_decay,
-                     milestones=tuple(args.milestones), batch_size=args.batch_size,
-                     seed=args.seed, device=args.device, augment=args.augment)
 
 
 def _train_parser(sub) -> None:
@@ -65,7 +26,7 @@ def _train_parser(sub) -> None:
     parser.add_argument("--arch", required=True, help="zoo architecture, e.g. lenet300_100")
     parser.add_argument("--data", required=True, help=SPEC_HELP)
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
-    _add_fit_options(parser, epochs=20)
+    add_fit_options(parser, epochs=20)
     parser.set_defaults(handler=_run_train)
 
 
@@ -92,16 +53,9 @@ def _prune_parser(sub) -> None:
                        help="stop early once this fraction of the weights remains")
     group.add_argument("--rewind", action="store_true",
                        help="reset surviving weights to their initial values before fine-tuning")
-    _add_trust_options(parser)
-    _add_fit_options(parser, epochs=10)
+    add_trust_options(parser)
+    add_fit_options(parser, epochs=10)
     parser.set_defaults(handler=_run_prune)
-
-
-def _add_trust_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow loading a pickled nn.Module (runs code from the file)")
-    parser.add_argument("--allow-factory", action="store_true",
-                        help="allow importing the model factory a checkpoint names")
 
 
 def _run_prune(args: argparse.Namespace) -> int:
@@ -115,8 +69,8 @@ def _bench_parser(sub) -> None:
 
     parser = sub.add_parser("bench", help="benchmark ONNX models with onnxruntime (CPU)")
     parser.add_argument("models", nargs="+", help="ONNX files; the first is the baseline")
-    parser.add_argument("--batch", type=_positive_list, default=[1, 8, 64])
-    parser.add_argument("--threads", type=_positive_list, default=[1])
+    parser.add_argument("--batch", type=positive_list, default=[1, 8, 64])
+    parser.add_argument("--threads", type=positive_list, default=[1])
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--data", default=None, help=f"measure accuracy on: {SPEC_HELP}")
@@ -125,13 +79,6 @@ def _bench_parser(sub) -> None:
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement (two child processes per model)")
     parser.set_defaults(handler=_run_bench)
-
-
-def _positive_list(text: str) -> list[int]:
-    values = _int_list(text)
-    if min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
-    return values
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -158,8 +105,8 @@ def _inspect_parser(sub) -> None:
     parser = sub.add_parser("inspect", help="per-layer shapes, density, dead units, formats")
     parser.add_argument("model", help="checkpoint (.pt), torch.export archive (.pt2) or, with "
                         "--trust-pickle, a pickled nn.Module")
-    parser.add_argument("--input-shape", type=_positive_list, default=None)
-    _add_trust_options(parser)
+    parser.add_argument("--input-shape", type=positive_list, default=None)
+    add_trust_options(parser)
     parser.set_defaults(handler=_run_inspect)
 
 
@@ -183,7 +130,7 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="relief_export checkpoint (.pt), torch.export archive "
                         "(.pt2) or, with --trust-pickle, a pickled nn.Module")
     parser.add_argument("--out", required=True, help="ONNX file to write")
-    parser.add_argument("--input-shape", type=_positive_list, default=None,
+    parser.add_argument("--input-shape", type=positive_list, default=None,
                         help="e.g. 1,1,28,28 (needed only when the file records none)")
     parser.add_argument("--weights", choices=("auto", "dense", "csr", "bsr", "bitmask"),
                         default="auto", help="weight encoding (auto: smallest per tensor)")
@@ -199,7 +146,7 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the onnx.checker and onnxruntime-vs-torch checks")
     parser.add_argument("--verbose", action="store_true", help="print one row per tensor")
-    _add_trust_options(parser)
+    add_trust_options(parser)
     parser.set_defaults(handler=_run_export)
     return parser
 
@@ -230,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(args_list)
         else:
             args = build_export_parser().parse_args(args_list)
-        with _quiet_libraries():
+        with quiet_libraries():
             return int(args.handler(args))
     except ReliefError as error:
         return _fail(str(error), error.exit_code)
@@ -254,22 +201,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str, code: int) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
-
-
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """torch and onnxscript log warnings and tracebacks meant for their developers; our
-    errors say what went wrong in one line."""
-    logger = logging.getLogger("torch")
-    level = logger.level
-    logger.setLevel(logging.ERROR if os.environ.get("RELIEF_EXPORT_DEBUG") else
-                    logging.CRITICAL + 1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 if __name__ == "__main__":

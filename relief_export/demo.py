@@ -14,12 +14,12 @@ import torch
 
 from . import data, models
 from .bench import benchmark
-from .bench.drawing import draw_lenet300
 from .checkpoint import save_checkpoint
+from .drawing import draw_lenet300
 from .errors import ReliefError
 from .figures import png_bytes, pyplot
 from .files import write_file
-from .onnx import export_onnx
+from .pipeline import export_onnx
 from .prune import FitConfig, ReliefConfig, evaluate, fit, relief
 from .table import format_table
 

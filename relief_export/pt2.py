@@ -21,10 +21,10 @@ import torch
 from torch.export.pt2_archive import constants as layout
 
 from .errors import ReliefError, first_line
+from .quiet import quiet_libraries
 from .safe_torch import (
     load_bytes_weights_only,
     no_unpickling,
-    quiet,
     read_member,
     refused_global,
     verify_zip,
@@ -70,7 +70,7 @@ def load_export_archive(path: Path, *, trust: bool) -> torch.export.ExportedProg
     if not trust:
         check_untrusted(path, names)
     try:
-        with quiet():
+        with quiet_libraries():
             if trust:
                 return torch.export.load(str(path))
             with no_unpickling():

@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import pickle
 import pickletools
 import re
-import sys
-import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Any
 import torch
 
 from .errors import ReliefError, first_line
+from .quiet import current_folder_importable, quiet_libraries
 from .validate import allocation
 
 PT2, TORCH, ONNX = "torch.export archive", "torch file", "ONNX model"
@@ -115,7 +113,7 @@ def load_torch_file(path: Path, *, trust: bool) -> Any:
         raise ReliefError(f"{path}: not a torch.save file")
     _check_pickle(path)
     try:
-        with no_unpickling(), quiet():
+        with no_unpickling(), quiet_libraries():
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         name = refused_global(error)
@@ -158,11 +156,8 @@ def refused_global(error: BaseException) -> str | None:
 def _load_trusted(path: Path) -> Any:
     """A full unpickle (runs code from the file), with the current folder importable as
     ``python -m`` has it, so classes defined beside the user's script resolve."""
-    added = "" not in sys.path
-    if added:
-        sys.path.insert(0, "")
     try:
-        with quiet():
+        with quiet_libraries(), current_folder_importable():
             return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as error:
         raise ReliefError(f"{path}: the pickle needs module {error.name!r}, which is not "
@@ -170,9 +165,6 @@ def _load_trusted(path: Path) -> Any:
                           "PYTHONPATH") from None
     except Exception as error:
         raise ReliefError(f"{path}: cannot unpickle ({first_line(error)})") from None
-    finally:
-        if added:
-            sys.path.remove("")
 
 
 @contextlib.contextmanager
@@ -196,21 +188,7 @@ def no_unpickling() -> Iterator[None]:
         torch.load = original_torch_load
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Keep torch's logged tracebacks and warnings off the terminal while reading files."""
-    logger = logging.getLogger("torch")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def load_bytes_weights_only(data: bytes) -> Any:
     """``torch.load(weights_only=True)`` of bytes, guarded like a file."""
-    with no_unpickling(), quiet():
+    with no_unpickling(), quiet_libraries():
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)

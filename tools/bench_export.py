@@ -23,14 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import torch
 from onnx import helper, numpy_helper
 
 from relief_export import compact, data, models, save_checkpoint
 from relief_export.bench.latency import create_session, time_interleaved
 from relief_export.bench.masks import relief_like_masks
-from relief_export.onnx import export_onnx
 from relief_export.onnx.emit import to_onnx
+from relief_export.onnx.formats import MODES
+from relief_export.onnx.passes import EncodeWeights
+from relief_export.pipeline import export_onnx
 from relief_export.prune import FitConfig, ReliefConfig, fit, relief
 from relief_export.table import format_table
 
@@ -107,12 +110,10 @@ def latency_rows(names: list[str], repeats: int) -> list[list]:
         relief_like_masks(model, seed=0)
         example = torch.rand(models.input_shape(name))
         compacted = compact(model, example, fold_batchnorm=True)
-        dense = to_onnx(compacted, example)
-        encoded = onnx.ModelProto()
-        encoded.CopyFrom(dense)
-        from relief_export.onnx.encode import encode_weights
-
-        encode_weights(encoded)
+        dense = ir.to_proto(to_onnx(compacted, example))
+        encoded_ir = ir.from_proto(dense)
+        EncodeWeights(MODES["auto"])(encoded_ir)
+        encoded = ir.to_proto(encoded_ir)
         for batch in (1, 64):
             sessions, created = {}, {}
             for label, proto in (("dense weights", dense), ("encoded", encoded)):

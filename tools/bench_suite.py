@@ -35,7 +35,7 @@ import torch
 from relief_export import data, models, read_model, save_checkpoint
 from relief_export.bench.graph_stats import graph_stats
 from relief_export.bench.latency import create_session, time_interleaved
-from relief_export.onnx import export_onnx
+from relief_export.pipeline import export_onnx
 from relief_export.prune import FitConfig, ReliefConfig, fit, relief
 from relief_export.table import format_table
 

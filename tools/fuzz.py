@@ -407,31 +407,30 @@ def cifar_cases(seeds: Seeds) -> Iterator[Case]:
             yield Case(f"cifar batch {name}", files, entry, name == "payload")
 
 
+# entry point, input, options that cannot be honoured ({folder}: the case's folder)
+OPTION_CASES: list[tuple[str, str, list[str]]] = [
+    ("cli_export", "checkpoint", ["--input-shape", "1000000000,1,28,28"]),
+    ("cli_export", "checkpoint", ["--opset", "99"]),
+    ("cli_export", "checkpoint", ["--opset", "16"]),
+    ("cli_export", "checkpoint", ["--align", "0"]),
+    ("cli_export", "checkpoint", ["--report", "{folder}/missing/r.json"]),
+    ("cli_export", "checkpoint", ["--dense-out", "{folder}/model.pt"]),
+    ("cli_export", "checkpoint", ["--out", "/proc/self/relief.onnx"]),
+    ("cli_export", "checkpoint", ["--out", "{folder}"]),
+    ("cli_bench", "onnx", ["--batch", "1000000000"]),
+    ("cli_bench", "onnx", ["--json", "{folder}/model.onnx"]),
+    ("cli_bench", "onnx", ["--plot", "{folder}/model.onnx"]),
+    ("cli_prune", "checkpoint", ["--out", "{folder}/model.pt"]),
+    ("cli_train_synthetic", "none", ["--device", "bogus"]),
+    ("cli_train_synthetic", "none", ["--epochs", "-1"]),
+]
+
+
 def option_cases(seeds: Seeds) -> Iterator[Case]:
-    """Valid inputs with options that cannot be honoured."""
-    checkpoint, onnx_file = {"model.pt": seeds.checkpoint}, {"model.onnx": seeds.onnx}
-    yield Case("--input-shape 1000000000,1,28,28", checkpoint, "cli_export",
-               options=["--input-shape", "1000000000,1,28,28"])
-    yield Case("--opset 99", checkpoint, "cli_export", options=["--opset", "99"])
-    yield Case("--opset 16", checkpoint, "cli_export", options=["--opset", "16"])
-    yield Case("--align 0", checkpoint, "cli_export", options=["--align", "0"])
-    yield Case("--report in a missing folder", checkpoint, "cli_export",
-               options=["--report", "{folder}/missing/r.json"])
-    yield Case("--dense-out is the input", checkpoint, "cli_export",
-               options=["--dense-out", "{folder}/model.pt"])
-    yield Case("--out under /proc", checkpoint, "cli_export",
-               options=["--out", "/proc/self/relief.onnx"])
-    yield Case("--out is a folder", checkpoint, "cli_export", options=["--out", "{folder}"])
-    yield Case("bench --batch 1000000000", onnx_file, "cli_bench",
-               options=["--batch", "1000000000"])
-    yield Case("bench --json is the input", onnx_file, "cli_bench",
-               options=["--json", "{folder}/model.onnx"])
-    yield Case("bench --plot is the input", onnx_file, "cli_bench",
-               options=["--plot", "{folder}/model.onnx"])
-    yield Case("prune --out is the input", checkpoint, "cli_prune",
-               options=["--out", "{folder}/model.pt"])
-    yield Case("train --device bogus", {}, "cli_train_synthetic", options=["--device", "bogus"])
-    yield Case("train --epochs -1", {}, "cli_train_synthetic", options=["--epochs", "-1"])
+    inputs = {"checkpoint": {"model.pt": seeds.checkpoint}, "onnx": {"model.onnx": seeds.onnx},
+              "none": {}}
+    for entry, kind, options in OPTION_CASES:
+        yield Case(f"{entry} {' '.join(options)}", inputs[kind], entry, options=options)
 
 
 API_CASES: dict[str, Callable[[Path], Any]] = {

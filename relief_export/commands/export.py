@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..onnx.export import export_onnx, tensor_table
+from ..pipeline import export_onnx, tensor_table
 from .inspect import print_notes
 
 

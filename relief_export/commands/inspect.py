@@ -16,9 +16,9 @@ from torch import nn
 from .. import validate
 from ..checkpoint import read_model
 from ..compile import compact_with_report
-from ..compile.formats import FORMATS, smallest
 from ..compile.graph import unmasked_copy
 from ..errors import ReliefError, first_line
+from ..onnx.formats import smallest
 from ..onnx.integrity import check_integrity
 from ..safe_torch import ONNX, sniff
 from ..table import format_table
@@ -86,7 +86,7 @@ def _layer_row(name: str, module: nn.Linear | nn.Conv2d) -> list:
     dead = int((rows == 0).all(1).sum())
     unread = int((weight.flatten(2).eq(0).all(2) if weight.dim() > 2 else weight.eq(0))
                  .all(0).sum())
-    encoded = smallest(weight.numpy().astype(np.float32), FORMATS)
+    encoded = smallest(weight.numpy().astype(np.float32))
     return [name, "x".join(map(str, weight.shape)),
             f"{float((weight != 0).float().mean()):.4f}", dead, unread, encoded.format,
             f"{encoded.nbytes:,}"]

@@ -13,12 +13,11 @@ from ..files import check_output
 from ..masks import effective_state_dict
 from ..prune.relief import ReliefConfig, relief
 from ..table import format_table
+from ._options import fit_config
 from .inspect import print_notes
 
 
 def prune_command(args: argparse.Namespace) -> int:
-    from ..cli import fit_config
-
     out = check_output(args.out, inputs=[args.model])
     loaded = read_model(args.model, trust=args.trust_pickle, allow_factory=args.allow_factory)
     print_notes(loaded.notes)

@@ -11,6 +11,7 @@ from ..checkpoint import save_checkpoint
 from ..errors import ReliefError, first_line
 from ..files import check_output
 from ..prune.train import evaluate, fit
+from ._options import fit_config
 
 
 def build_for_data(arch: str, dataset: data.ImageDataset) -> torch.nn.Module:
@@ -36,8 +37,6 @@ def check_input(model: torch.nn.Module, shape: list[int], name: str) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from ..cli import fit_config
-
     check_write = check_output(args.out)
     config = fit_config(args)
     train_full = data.load(args.data, "train")

@@ -8,17 +8,31 @@ import hashlib
 from dataclasses import dataclass
 
 import onnx
+import onnx_ir as ir
 
 WEIGHTS_KEY, SOURCE_KEY = "weights_sha256", "source_sha256"
 
 
-def weights_sha256(model: onnx.ModelProto) -> str:
+def weights_sha256(model: onnx.ModelProto | ir.Model) -> str:
     """sha256 over every initializer in name order, each as its deterministic protobuf
-    serialisation (name, type, dims and data)."""
+    serialisation (name, type, dims and data); the same for a file and for the ``onnx_ir``
+    model it was written from."""
     digest = hashlib.sha256()
-    for tensor in sorted(model.graph.initializer, key=lambda t: t.name):
+    for tensor in sorted(_initializers(model), key=lambda t: t.name):
         digest.update(tensor.SerializeToString(deterministic=True))
     return digest.hexdigest()
+
+
+def _initializers(model: onnx.ModelProto | ir.Model) -> list[onnx.TensorProto]:
+    if isinstance(model, onnx.ModelProto):
+        return list(model.graph.initializer)
+    protos = []
+    for value in model.graph.initializers.values():
+        assert value.const_value is not None
+        proto = ir.serde.serialize_tensor(value.const_value)
+        proto.name = str(value.name)
+        protos.append(proto)
+    return protos
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
-from ..errors import ReliefError, VerificationError, first_line
+from ..errors import VerificationError, first_line
+from ..ort import session
 from ..table import format_table
 from .emit import INPUT
 
@@ -26,17 +26,6 @@ class Check:
     @property
     def relative(self) -> float:
         return self.max_error / max(self.max_output, 1e-12)
-
-
-def session(model: bytes | str, threads: int = 0) -> ort.InferenceSession:
-    """A quiet CPU session, run sequentially; ``threads`` intra-op threads (0: onnxruntime's
-    default) and one inter-op thread."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def check_structure(model: onnx.ModelProto) -> None:
@@ -86,18 +75,3 @@ def seeded_inputs(shape: list[int], samples: int = 8, seed: int = 0) -> dict[str
     return {f"{samples} N(0,1) samples (seed {seed})": torch.randn(size, generator=generator),
             f"{samples} U(0,1) samples (seed {seed})": torch.rand(size, generator=generator),
             "batch of 1": torch.rand((1, *shape[1:]), generator=generator)}
-
-
-def real_inputs(spec: str | None, shape: list[int], count: int = 64) -> dict[str, torch.Tensor]:
-    """Test samples of the data set a checkpoint names, when they load and fit."""
-    if not spec:
-        return {}
-    from .. import data
-
-    try:
-        images, _ = data.load(spec, "test").tensors()
-    except ReliefError:
-        return {}
-    if list(images.shape[1:]) != list(shape[1:]):
-        return {}
-    return {f"{min(count, len(images))} test samples of {spec}": images[:count]}

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import onnx_ir as ir
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -14,7 +15,7 @@ from relief_export.bench.report import BenchReport, Measurement, ModelInfo
 from relief_export.bench.run import top1
 from relief_export.errors import ReliefError
 from relief_export.onnx.emit import to_onnx
-from relief_export.onnx.verify import session
+from relief_export.ort import session
 
 from ..helpers import run_cli
 
@@ -91,11 +92,11 @@ def test_benchmark_json_plot_and_accuracy(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
     path = tmp_path / "m.onnx"
-    path.write_bytes(to_onnx(model, torch.rand(1, 1, 4, 4)).SerializeToString())
+    path.write_bytes(ir.to_proto(to_onnx(model, torch.rand(1, 1, 4, 4))).SerializeToString())
     pruned = tmp_path / "p.onnx"
     with torch.no_grad():
         model[1].weight[:, 8:] = 0
-    pruned.write_bytes(to_onnx(model, torch.rand(1, 1, 4, 4)).SerializeToString())
+    pruned.write_bytes(ir.to_proto(to_onnx(model, torch.rand(1, 1, 4, 4))).SerializeToString())
     spec = "synthetic:1,4,4,3"
     report = benchmark([path, pruned], batch_sizes=(1, 4), threads=(1, 2), warmup=1,
                        repeats=3, data=spec, progress=False)

@@ -3,19 +3,22 @@ import pickle
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import pytest
 import torch
 import torch.nn.functional as F
+from onnx.reference import ReferenceEvaluator
 from torch import nn
 from torch.nn.utils import prune
 
 from relief_export import models, save_checkpoint
 from relief_export.compile import compact
-from relief_export.onnx import export_onnx
 from relief_export.onnx.compat import max_ir_version
 from relief_export.onnx.emit import to_onnx
-from relief_export.onnx.encode import encode_weights
-from relief_export.onnx.verify import session
+from relief_export.onnx.formats import MODES
+from relief_export.onnx.passes import EncodeWeights
+from relief_export.ort import session
+from relief_export.pipeline import export_onnx
 
 from ..compile.masking import random_masks
 from ..helpers import outputs, run_cli
@@ -28,14 +31,14 @@ def test_zoo_models_through_every_encoding(name):
     random_masks(model, 7, unit_rate=0.2, connection_rate=0.8)
     shape = models.input_shape(name)
     compacted = compact(model, torch.rand(shape), fold_batchnorm=True)
-    exported = to_onnx(compacted, torch.rand(shape))
+    exported = ir.to_proto(to_onnx(compacted, torch.rand(shape)))
     x = torch.rand((2, *shape[1:]), generator=torch.Generator().manual_seed(1))
     expected = outputs(model, x).numpy()
-    for mode in ("auto", "dense", "csr", "bsr", "bitmask"):
-        proto = onnx.ModelProto()
-        proto.CopyFrom(exported)
-        encode_weights(proto, mode=mode)
-        got = session(proto.SerializeToString()).run(None, {"input": x.numpy()})[0]
+    for mode in MODES:
+        encoded = ir.from_proto(exported)
+        EncodeWeights(MODES[mode])(encoded)
+        got = session(ir.to_proto(encoded).SerializeToString()).run(
+            None, {"input": x.numpy()})[0]
         error = np.abs(got - expected).max() / np.abs(expected).max()
         assert error <= 1e-4, (mode, error)
 
@@ -65,8 +68,12 @@ def test_export_api_writes_a_verified_compact_file(tmp_path):
     assert meta["producer"].startswith("relief_export") and meta["params_dense"] == "266610"
     assert json.loads(meta["weight_formats"])
     x = torch.rand(3, 1, 28, 28)
+    expected = outputs(model, x).numpy()
     got = session((tmp_path / "m.onnx").read_bytes()).run(None, {"input": x.numpy()})[0]
-    assert np.abs(got - outputs(model, x).numpy()).max() < 1e-4
+    assert np.abs(got - expected).max() < 1e-4
+    # the ONNX reference implementation (decoders included) agrees as well
+    reference = ReferenceEvaluator(proto).run(None, {"input": x.numpy()})[0]
+    assert np.abs(reference - expected).max() < 1e-4
     assert report.file_bytes == (tmp_path / "m.onnx").stat().st_size
     assert report.dense_file_bytes == (tmp_path / "dense.onnx").stat().st_size
     assert report.file_bytes < report.dense_file_bytes / 3
@@ -180,16 +187,18 @@ def test_a_failed_verification_exits_1_and_keeps_the_old_file(tmp_path, capsys, 
     checkpoint, _ = pruned_lenet_checkpoint(tmp_path / "m.pt")
     out = tmp_path / "m.onnx"
     out.write_bytes(b"old")
-    import relief_export.onnx.export as export_module
+    import relief_export.pipeline as pipeline
 
-    def corrupting(proto, **kwargs):
-        choices = encode_weights(proto, **kwargs)
-        initializer = next(i for i in proto.graph.initializer if i.name.endswith("__values"))
-        array = onnx.numpy_helper.to_array(initializer) + 1.0
-        initializer.CopyFrom(onnx.numpy_helper.from_array(array, initializer.name))
-        return choices
+    class Corrupting(EncodeWeights):
+        """Encodes, then adds 1 to one stored array: the file must fail verification."""
 
-    monkeypatch.setattr(export_module, "encode_weights", corrupting)
+        def call(self, model):
+            result = super().call(model)
+            value = next(v for name, v in model.graph.initializers.items() if "__values" in name)
+            value.const_value = ir.tensor(value.const_value.numpy() + 1.0, name=value.name)
+            return result
+
+    monkeypatch.setattr(pipeline, "EncodeWeights", Corrupting)
     code, _, err = run_cli([checkpoint, "--out", out], capsys)
     assert code == 1 and "disagrees with torch" in err and "max |error|" in err
     assert out.read_bytes() == b"old"

@@ -1,4 +1,6 @@
-"""``export_onnx``: load -> compact -> ONNX -> encode weights -> verify -> write atomically."""
+"""The one place that composes the stages: ``export_onnx`` runs
+load (checkpoint) -> compact (compile) -> emit -> encode / metadata / IR version (ONNX passes)
+-> verify -> write (files). The stages below see only modules and files."""
 
 from __future__ import annotations
 
@@ -8,22 +10,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnx
+import numpy as np
+import onnx_ir as ir
 import torch
 from torch import nn
 
-from .. import validate
-from .._version import __version__
-from ..checkpoint import LoadedModel, read_model
-from ..compile import compact_with_report
-from ..compile.graph import unmasked_copy
-from ..errors import ReliefError, first_line
-from ..files import check_output, write_files
-from ..table import format_table
-from . import verify
-from .emit import set_metadata, to_onnx
-from .encode import MODES, TensorChoice, encode_weights
-from .integrity import SOURCE_KEY, WEIGHTS_KEY, weights_sha256
+from . import data, validate
+from ._version import __version__
+from .checkpoint import LoadedModel, read_model
+from .compile import compact_with_report
+from .compile.graph import unmasked_copy
+from .errors import ReliefError, first_line
+from .files import check_output, write_files
+from .onnx import verify
+from .onnx.compat import max_ir_version
+from .onnx.emit import to_onnx
+from .onnx.formats import MODES
+from .onnx.integrity import SOURCE_KEY, WEIGHTS_KEY, weights_sha256
+from .onnx.passes import CapIrVersion, EncodeWeights, SetMetadata, TensorChoice
+from .table import format_table
 
 FP32_TOLERANCE = 1e-4
 MIN_OPSET = 17
@@ -117,12 +122,15 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                           notes=list(loaded.notes))
     compacted, compaction = compact_with_report(loaded.model, example, fold_batchnorm=True,
                                                 align=align)
-    proto = to_onnx(compacted, example, opset)
-    report.tensors = encode_weights(proto, mode=weights, fp16=fp16_weights)
-    _count(report, loaded.model, compacted, compaction.to_dict())
+    exported = to_onnx(compacted, example, opset)
+    encode = EncodeWeights(MODES[weights], np.float16 if fp16_weights else np.float32)
     report.source_sha256 = loaded.sha256
-    report.weights_sha256 = weights_sha256(proto)
-    set_metadata(proto, _metadata(report))
+    _count(report, loaded.model, compacted, compaction.to_dict())
+    ir.passes.PassManager([encode, CapIrVersion(max_ir_version()),
+                           SetMetadata(lambda model: _metadata(report, encode.choices, model))
+                           ])(exported)
+    report.tensors = encode.choices
+    proto = ir.to_proto(exported)
     data = proto.SerializeToString()
     if verify_outputs:
         _verify(report, proto, data, loaded, compacted, example)
@@ -194,8 +202,11 @@ def _count(report: ExportReport, model: nn.Module, compacted: nn.Module,
     report.compaction = compaction
 
 
-def _metadata(report: ExportReport) -> dict[str, str]:
-    formats = {t.name: t.format for t in report.tensors}
+def _metadata(report: ExportReport, tensors: list[TensorChoice], model: ir.Model
+              ) -> dict[str, str]:
+    """What the file records about itself (read by ``relief-export inspect``)."""
+    report.weights_sha256 = weights_sha256(model)
+    formats = {t.name: t.format for t in tensors}
     return {"producer": f"relief_export {__version__}", "source": report.source,
             "params_dense": str(report.params_dense),
             "params_nonzero": str(report.params_nonzero),
@@ -204,11 +215,11 @@ def _metadata(report: ExportReport) -> dict[str, str]:
             SOURCE_KEY: report.source_sha256 or "", WEIGHTS_KEY: report.weights_sha256 or ""}
 
 
-def _verify(report: ExportReport, proto: onnx.ModelProto, data: bytes, loaded: LoadedModel,
+def _verify(report: ExportReport, proto: Any, data: bytes, loaded: LoadedModel,
             compacted: nn.Module, example: torch.Tensor) -> None:
     verify.check_structure(proto)
     shape = list(example.shape)
-    batches = {**verify.seeded_inputs(shape), **verify.real_inputs(loaded.data, shape)}
+    batches = {**verify.seeded_inputs(shape), **real_inputs(loaded.data, shape)}
     reference = _fp16_rounded(compacted) if report.fp16_weights else loaded.model
     checks = verify.compare(data, reference, batches, FP32_TOLERANCE)
     report.verification = [{**asdict(c), "relative": c.relative} for c in checks]
@@ -231,9 +242,23 @@ def _fp16_rounded(model: nn.Module) -> nn.Module:
 
 def _dense_bytes(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
     """The masked model exported as it is: what a user gets without this tool."""
-    proto = to_onnx(unmasked_copy(model), example, opset)
-    set_metadata(proto, {"producer": f"relief_export {__version__} (dense baseline)"})
-    return proto.SerializeToString()
+    exported = to_onnx(unmasked_copy(model), example, opset)
+    ir.passes.Sequential(CapIrVersion(max_ir_version()), SetMetadata(
+        {"producer": f"relief_export {__version__} (dense baseline)"}))(exported)
+    return ir.to_proto(exported).SerializeToString()
+
+
+def real_inputs(spec: str | None, shape: list[int], count: int = 64) -> dict[str, torch.Tensor]:
+    """Test samples of the data set a checkpoint names, when they load and fit."""
+    if not spec:
+        return {}
+    try:
+        images, _ = data.load(spec, "test").tensors()
+    except ReliefError:
+        return {}
+    if list(images.shape[1:]) != list(shape[1:]):
+        return {}
+    return {f"{min(count, len(images))} test samples of {spec}": images[:count]}
 
 
 def tensor_table(report: ExportReport) -> str:

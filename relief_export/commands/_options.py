@@ -1,0 +1,57 @@
+"""Options shared by several commands, and the configuration objects built from them."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}"
+                                         ) from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def add_fit_options(parser: argparse.ArgumentParser, epochs: int) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=epochs)
+    group.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    group.add_argument("--weight-decay", type=float, default=5e-4)
+    group.add_argument("--milestones", type=int_list, default=[],
+                       help="epochs at which the learning rate drops 10x, e.g. 30 or 20,40")
+    group.add_argument("--batch-size", type=int, default=64)
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    group.add_argument("--augment", action="store_true",
+                       help="random flips and padded crops (CIFAR-style) while training")
+    group.add_argument("--val-fraction", type=float, default=0.1,
+                       help="share of the training split held out to select the best epoch")
+
+
+def fit_config(args: argparse.Namespace):
+    from ..prune.train import FitConfig
+
+    return FitConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+                     momentum=args.momentum, weight_decay=args.weight_decay,
+                     milestones=tuple(args.milestones), batch_size=args.batch_size,
+                     seed=args.seed, device=args.device, augment=args.augment)
+
+
+def positive_list(text: str) -> list[int]:
+    values = int_list(text)
+    if min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def add_trust_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow loading a pickled nn.Module (runs code from the file)")
+    parser.add_argument("--allow-factory", action="store_true",
+                        help="allow importing the model factory a checkpoint names")

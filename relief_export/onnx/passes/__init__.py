@@ -1,0 +1,8 @@
+"""Passes over an ``onnx_ir`` model, each with the contract of ``ir.passes.InPlacePass``
+(``call(model) -> PassResult(model, modified)``), composed by ``ir.passes.PassManager``."""
+
+from .cap_ir_version import CapIrVersion
+from .encode_weights import EncodeWeights, TensorChoice
+from .set_metadata import SetMetadata
+
+__all__ = ["CapIrVersion", "EncodeWeights", "SetMetadata", "TensorChoice"]

@@ -1,0 +1,83 @@
+"""The import graph of the package: no cycles, and the layering the design asks for
+(pipeline on top; the stages see only modules and files)."""
+
+import ast
+from pathlib import Path
+
+import relief_export
+
+PACKAGE = Path(relief_export.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = ["relief_export", *path.relative_to(PACKAGE).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """relief_export modules ``path`` imports (TYPE_CHECKING-only imports excluded)."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    skipped = {id(node) for block in ast.walk(tree) if isinstance(block, ast.If)
+               and "TYPE_CHECKING" in ast.unparse(block.test) for node in ast.walk(block)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("relief_export")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            if base.startswith("relief_export"):
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base
+                          for a in node.names}
+    return {m for m in found if m in MODULES and m != name}
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+GRAPH = {name: imports(path) for name, path in MODULES.items()}
+
+
+def test_the_import_graph_has_no_cycle():
+    state: dict[str, str] = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for target in sorted(GRAPH[node]):
+            assert state.get(target) != "open", " -> ".join([*trail, node, target])
+            if target not in state:
+                visit(target, [*trail, node])
+        state[node] = "done"
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name, [])
+
+
+def reaches(source_prefix: str, target_prefix: str) -> list[str]:
+    return sorted(f"{m} -> {t}" for m, targets in GRAPH.items() if m.startswith(source_prefix)
+                  for t in targets if t.startswith(target_prefix))
+
+
+def test_the_stages_see_only_modules_and_files():
+    assert reaches("relief_export.onnx", "relief_export.checkpoint") == []
+    assert reaches("relief_export.onnx", "relief_export.compile") == []
+    assert reaches("relief_export.onnx", "relief_export.pipeline") == []
+    assert reaches("relief_export.bench", "relief_export.prune") == []
+    assert reaches("relief_export.bench", "relief_export.onnx") == []
+    assert reaches("relief_export.prune", "relief_export.compile") == []
+    assert reaches("relief_export.compile", "relief_export.prune") == []
+    assert reaches("relief_export.commands", "relief_export.cli") == []
+    assert reaches("relief_export.onnx", "relief_export._version") == []
+
+
+def test_the_walk_sees_real_edges():
+    """A walker that found nothing would pass every test above."""
+    assert "relief_export.onnx.emit" in GRAPH["relief_export.pipeline"]
+    assert "relief_export.checkpoint" in GRAPH["relief_export.pipeline"]
+    assert "relief_export.ort" in GRAPH["relief_export.bench.latency"]
+    assert "relief_export.commands._options" in GRAPH["relief_export.cli"]
