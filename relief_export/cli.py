@@ -53,6 +53,12 @@ def _prune_parser(sub) -> None:
                        help="stop early once this fraction of the weights remains")
     group.add_argument("--rewind", action="store_true",
                        help="reset surviving weights to their initial values before fine-tuning")
+    group = parser.add_argument_group("long runs (also under torchrun)")
+    group.add_argument("--save-every", type=int, default=1, metavar="K",
+                       help="also save the run state every K fine-tuning epochs (0: only "
+                       "after each iteration); default 1")
+    group.add_argument("--resume", action="store_true",
+                       help="continue from the run state OUT.resume of an interrupted run")
     add_trust_options(parser)
     add_fit_options(parser, epochs=10)
     parser.set_defaults(handler=_run_prune)

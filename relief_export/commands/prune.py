@@ -1,26 +1,55 @@
-"""``relief-export prune``: NNrelief on a dense checkpoint, writing a masked checkpoint."""
+"""``relief-export prune``: NNrelief on a dense checkpoint, writing a masked checkpoint.
+
+Under torchrun (``torchrun --nproc_per_node N -m relief_export prune ...``) every process
+runs this command: calibration, fine-tuning and evaluation are shared (see
+prune/distributed.py), rank 0 alone prints and writes. The run state is saved next to
+``--out`` after every iteration and every ``--save-every`` epochs; SIGTERM saves it and
+exits 0; ``--resume`` continues from it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from .. import data, models
-from ..checkpoint import read_model, save_checkpoint
+from .. import data, models, validate
+from ..checkpoint import LoadedModel, read_model, save_checkpoint
 from ..errors import ReliefError
 from ..files import check_output
 from ..masks import effective_state_dict
-from ..prune.relief import ReliefConfig, relief
+from ..prune.distributed import World
+from ..prune.relief import ReliefConfig, RunControl, RunInterrupted, RunState, relief
+from ..prune.resume import load_run_state, save_run_state, state_path
 from ..table import format_table
 from ._options import fit_config
 from .inspect import print_notes
 
 
 def prune_command(args: argparse.Namespace) -> int:
+    validate.integer("--save-every", args.save_every, 0, 100_000)
+    fit = fit_config(args)
+    world = World.from_environment(fit.device)
+    try:
+        return _prune(args, world)
+    finally:
+        world.close()
+
+
+def _prune(args: argparse.Namespace, world: World) -> int:
     out = check_output(args.out, inputs=[args.model])
+    saved_state = state_path(out)
     loaded = read_model(args.model, trust=args.trust_pickle, allow_factory=args.allow_factory)
-    print_notes(loaded.notes)
+    world.check_identical("the input checkpoints of the processes", str(loaded.sha256))
+    if world.main:
+        print_notes(loaded.notes)
     if loaded.arch is None:
         raise ReliefError(f"{args.model}: prune needs a relief_export checkpoint (it records "
                           "the architecture to save the result with)")
@@ -32,21 +61,80 @@ def prune_command(args: argparse.Namespace) -> int:
     test = data.load(args.data, "test")
     train, val = data.train_val_split(full, args.val_fraction, args.seed)
     rewind_to = _initial_state(loaded.arch, loaded.metrics) if args.rewind else None
-    result = relief(loaded.model, train, config, val_data=val, test_data=test,
-                    rewind_to=rewind_to)
-    final = result.history[-1]
+    fingerprint = _fingerprint(args, loaded, config, world)
+    resume = load_run_state(saved_state, loaded.model, fingerprint, world) if args.resume \
+        else None
+
+    def save(state: RunState) -> None:
+        save_run_state(saved_state, state, loaded.model, fingerprint, world, [Path(args.model)])
+
+    with _stop_on_sigterm() as stop:
+        control = RunControl(world, resume, save, args.save_every, stop.is_set)
+        try:
+            result = relief(loaded.model, train, config, val_data=val, test_data=test,
+                            rewind_to=rewind_to, progress=world.main, control=control)
+        except RunInterrupted as interrupted:
+            if world.main:
+                print(f"stopped by SIGTERM in iteration {interrupted.state.iteration}: run "
+                      f"state saved to {saved_state}; continue with the same command and "
+                      "--resume", file=sys.stderr)
+            return 0
+    if world.main:
+        _write(out, args, loaded, config, result.model, result.history, full)
+        saved_state.unlink(missing_ok=True)
+    return 0
+
+
+def _write(out: Path, args: argparse.Namespace, loaded: LoadedModel, config: ReliefConfig,
+           model: torch.nn.Module, history: list[dict], full: data.ImageDataset) -> None:
+    final = history[-1]
     metrics = {**loaded.metrics, "test_accuracy": final["test_accuracy"],
                "val_accuracy": final["val_accuracy"],
-               "dense_test_accuracy": result.history[0]["test_accuracy"],
+               "dense_test_accuracy": history[0]["test_accuracy"],
                "remaining_weights": final["remaining_weights"],
                "remaining_flops": final["remaining_flops"],
                "prune_config": {k: v for k, v in vars(config).items() if k != "finetune"}}
-    save_checkpoint(out, result.model, arch=loaded.arch, inputs=(args.model,),
+    assert loaded.arch is not None
+    save_checkpoint(out, model, arch=loaded.arch, inputs=(args.model,),
                     input_shape=loaded.input_shape or [1, *full.sample_shape], data=args.data,
-                    metrics=metrics, history=result.history)
-    print(history_table(result.history))
+                    metrics=metrics, history=history)
+    print(history_table(history))
     print(f"wrote {out}")
-    return 0
+
+
+def _fingerprint(args: argparse.Namespace, loaded: LoadedModel, config: ReliefConfig,
+                 world: World) -> dict[str, Any]:
+    """What a resumed run must share with the one that saved the state."""
+    return {"source_sha256": loaded.sha256, "data": args.data,
+            "val_fraction": args.val_fraction, "rewind": args.rewind,
+            "config": repr(config), "processes": world.size}
+
+
+class _Flag:
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self, *_: object) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[_Flag]:
+    """While active, SIGTERM (what schedulers send before preemption) asks the run to stop
+    at the next batch, saving its state."""
+    flag = _Flag()
+    try:
+        previous = signal.signal(signal.SIGTERM, flag.set)
+    except ValueError:  # not the main thread: no handler, no stop
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def history_table(history: list[dict]) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,10 +17,11 @@ from ..data.tensors import batches
 from ..errors import ReliefError
 from .activity import Activity, collect, iterate_inputs
 from .channels import read_units
+from .distributed import LOCAL, World, reduce_activity, tensor_digest
 from .metrics import layer_densities, summary
 from .select import MaskPlan, check_alpha, keep_mask
 from .structure import Layer, Structure, discover, find_layers, out_units
-from .train import FitConfig, evaluate, fit
+from .train import FitConfig, FitControl, FitInterrupted, FitState, evaluate, fit
 
 
 def relief_scores(model: nn.Module, inputs: Any, *, conv_score: str = "paper"
@@ -35,12 +36,15 @@ def relief_scores(model: nn.Module, inputs: Any, *, conv_score: str = "paper"
 
 
 def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
-                alpha_conv: float = 0.9, conv_score: str = "paper") -> dict[str, torch.Tensor]:
+                alpha_conv: float = 0.9, conv_score: str = "paper",
+                world: World = LOCAL) -> dict[str, torch.Tensor]:
     """One NNrelief pass, applied in place; returns the boolean keep-masks by tensor name.
 
     Statistics come from one forward pass before any pruning of this pass. Then: the keep rule
     per unit, dead units, the residual rule, and backward pruning of unread units to a fixed
-    point. Any error is raised before the model is touched.
+    point. Any error is raised before the model is touched. Under torchrun (``world``) each
+    rank passes its shard of the calibration samples; the statistics are all-reduced before
+    any decision and the masks checked identical on every rank.
     """
     validate.module("model", model, "load a file with relief_export.load_model first")
     check_alpha(alpha_fc, "alpha_fc")
@@ -51,6 +55,7 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
              *(side.node for _, *sides in structure.residual_adds for side in sides)]
     activity = collect(model, structure.layers, inputs, conv_score, structure.graph_module,
                        watch)
+    reduce_activity(activity, world)
     gates = {side.gate for _, *sides in structure.residual_adds for side in sides if side.gate}
     plan = MaskPlan(model, structure.layers, structure.batchnorm_of, gates)
     for name, layer in structure.layers.items():
@@ -60,7 +65,9 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     _apply_residual_rule(plan, structure, activity, alpha_fc, alpha_conv)
     plan.apply()
     prune_unread(plan, structure.graph_module, structure.layers)
-    return {name: mask.clone() for name, mask in plan.masks.items()}
+    masks = {name: mask.clone() for name, mask in plan.masks.items()}
+    world.check_identical("NNrelief masks", tensor_digest(masks))
+    return masks
 
 
 def _check_parameters(model: nn.Module) -> None:
@@ -153,15 +160,47 @@ class ReliefResult:
     history: list[dict[str, Any]]
 
 
+@dataclass
+class RunState:
+    """Where an NNrelief run stands: the ``iteration`` in progress (or next to start), the
+    history so far and, once that iteration's pruning is done, its fine-tuning state."""
+
+    iteration: int
+    history: list[dict[str, Any]]
+    fit: FitState | None = None
+
+
+class RunInterrupted(Exception):
+    """A stop was requested (SIGTERM); ``state`` was handed to ``RunControl.save``."""
+
+    def __init__(self, state: RunState):
+        super().__init__("NNrelief stopped on request")
+        self.state = state
+
+
+@dataclass(frozen=True)
+class RunControl:
+    """For long runs: the process group, a state to resume from (the model must already
+    hold its weights and masks), a ``save`` hook (called on every rank after every
+    iteration, every ``save_every`` fine-tuning epochs and on a stop) and ``should_stop``."""
+
+    world: World = LOCAL
+    resume: RunState | None = None
+    save: Callable[[RunState], None] | None = None
+    save_every: int = 0
+    should_stop: Callable[[], bool] = lambda: False
+
+
 def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = None, *,
            val_data: Dataset | None = None, test_data: Dataset | None = None,
            rewind_to: dict[str, torch.Tensor] | None = None, progress: bool = True,
-           **overrides: Any) -> ReliefResult:
+           control: RunControl | None = None, **overrides: Any) -> ReliefResult:
     """Prune, (optionally rewind,) fine-tune with masks fixed; repeat. History per iteration.
 
     Runs ``iterations`` passes, or fewer once ``target_remaining`` of the weights is reached.
-
     ``overrides`` set ReliefConfig fields by keyword (``iterations=10, alpha_fc=0.95``).
+    ``control`` makes the run distributed, resumable and stoppable (see RunControl); raises
+    RunInterrupted when stopped.
     """
     validate.module("model", model, "load a file with relief_export.load_model first")
     try:
@@ -172,36 +211,79 @@ def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = 
         raise ReliefError(f"train_data must be a data set, got {type(train_data).__name__}")
     if len(train_data) == 0:
         raise ReliefError("the training data is empty")
+    control = control or RunControl()
+    world, resume = control.world, control.resume
     positions = conv_positions(model, next(batches(train_data, 1))[0])
-    history = [_record(0, model, positions, val_data, test_data, 0.0)]
-    bar = tqdm(range(1, config.iterations + 1), desc="NNrelief", unit="iter",
-               disable=None if progress else True)
+    history = list(resume.history) if resume else \
+        [_record(0, model, positions, val_data, test_data, 0.0, world)]
+    if resume is not None and len(history) > 1 and _reached(config, history[-1]):
+        return ReliefResult(model, history)
+    bar = tqdm(range(resume.iteration if resume else 1, config.iterations + 1), desc="NNrelief",
+               unit="iter", disable=None if progress else True)
     for iteration in bar:
         start = time.perf_counter()
-        calibration = _calibration_batches(train_data, config, iteration)
-        relief_step(model, calibration, alpha_fc=config.alpha_fc,
-                    alpha_conv=config.alpha_conv, conv_score=config.conv_score)
-        if rewind_to is not None:
-            rewind(model, rewind_to)
-        fit(model, train_data, replace(config.finetune, seed=config.seed + iteration),
-            val_data, progress=progress, desc=f"fine-tune {iteration}")
+        fit_state = resume.fit if resume is not None and resume.iteration == iteration else None
+        if fit_state is None:
+            _prune_once(model, train_data, config, iteration, rewind_to, control)
+        _fine_tune(model, train_data, val_data, config, iteration, history, fit_state,
+                   control, progress)
         entry = _record(iteration, model, positions, val_data, test_data,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, world)
         history.append(entry)
+        if control.save is not None:
+            control.save(RunState(iteration + 1, history))
         bar.set_postfix(weights=f"{entry['remaining_weights']:.4f}",
                         val=f"{entry.get('val_accuracy', float('nan')):.4f}")
-        if config.target_remaining is not None and \
-                entry["remaining_weights"] <= config.target_remaining:
+        if _reached(config, entry):
             break
     return ReliefResult(model, history)
 
 
-def _calibration_batches(train_data: Dataset, config: ReliefConfig, iteration: int):
-    """``calib_samples`` random training samples (no augmentation), new ones every iteration."""
+def _reached(config: ReliefConfig, entry: dict[str, Any]) -> bool:
+    return config.target_remaining is not None and \
+        entry["remaining_weights"] <= config.target_remaining
+
+
+def _prune_once(model: nn.Module, train_data: Dataset, config: ReliefConfig, iteration: int,
+                rewind_to: dict[str, torch.Tensor] | None, control: RunControl) -> None:
+    calibration = _calibration_batches(train_data, config, iteration, control.world)
+    relief_step(model, calibration, alpha_fc=config.alpha_fc, alpha_conv=config.alpha_conv,
+                conv_score=config.conv_score, world=control.world)
+    if rewind_to is not None:
+        rewind(model, rewind_to)
+
+
+def _fine_tune(model: nn.Module, train_data: Dataset, val_data: Dataset | None,
+               config: ReliefConfig, iteration: int, history: list[dict[str, Any]],
+               fit_state: FitState | None, control: RunControl, progress: bool) -> None:
+    save = control.save
+
+    def save_fit(state: FitState) -> None:
+        if save is not None:
+            save(RunState(iteration, history, state))
+
+    try:
+        fit(model, train_data, replace(config.finetune, seed=config.seed + iteration),
+            val_data, progress=progress, desc=f"fine-tune {iteration}",
+            control=FitControl(control.world, fit_state, save_fit, control.save_every,
+                               control.should_stop))
+    except FitInterrupted as stop:
+        save_fit(stop.state)
+        raise RunInterrupted(RunState(iteration, history, stop.state)) from None
+
+
+def _calibration_batches(train_data: Dataset, config: ReliefConfig, iteration: int,
+                         world: World = LOCAL) -> list[torch.Tensor]:
+    """``calib_samples`` random training samples (no augmentation), new ones every iteration;
+    under torchrun this rank's share of them."""
     generator = torch.Generator().manual_seed(config.seed * 1000 + iteration)
     count = min(config.calib_samples, len(train_data))  # type: ignore[arg-type]
     chosen = torch.randperm(len(train_data), generator=generator)[:count]  # type: ignore[arg-type]
-    return [x for x, _ in batches(Subset(train_data, chosen.tolist()), 250)]
+    if count < world.size:
+        raise ReliefError(f"{count} calibration samples cannot be shared by {world.size} "
+                          "processes; use more samples or fewer processes")
+    shard = chosen[world.shard(count)] if world.distributed else chosen
+    return [x for x, _ in batches(Subset(train_data, shard.tolist()), 250)]
 
 
 def rewind(model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
@@ -215,13 +297,13 @@ def rewind(model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
 
 
 def _record(iteration: int, model: nn.Module, positions: dict[str, int],
-            val_data: Dataset | None, test_data: Dataset | None, seconds: float
-            ) -> dict[str, Any]:
+            val_data: Dataset | None, test_data: Dataset | None, seconds: float,
+            world: World) -> dict[str, Any]:
     layers = find_layers(model)
     entry: dict[str, Any] = {"iteration": iteration, **summary(layer_densities(layers, positions))}
     if val_data is not None:
-        entry["val_accuracy"] = evaluate(model, val_data)
+        entry["val_accuracy"] = evaluate(model, val_data, world=world)
     if test_data is not None:
-        entry["test_accuracy"] = evaluate(model, test_data)
+        entry["test_accuracy"] = evaluate(model, test_data, world=world)
     entry["seconds"] = round(seconds, 3)
     return entry

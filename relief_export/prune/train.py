@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
 from .. import validate
 from ..data.tensors import batches
 from ..errors import ReliefError
+from .distributed import LOCAL, World
 
 MAX_EPOCHS = 100_000
 MAX_BATCH = 1 << 20
@@ -61,37 +65,164 @@ class FitResult:
         return self.val_accuracies[self.best_epoch] if self.best_epoch >= 0 else float("nan")
 
 
+@dataclass
+class FitState:
+    """Where ``fit`` stands, enough to continue exactly: ``epoch`` epochs done and ``batch``
+    batches of the next; the generator states are this rank's (``epoch_generator``: when the
+    epoch began, which fixes its order; ``generator`` and ``rng``: now)."""
+
+    epoch: int = 0
+    batch: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    result: FitResult = field(default_factory=FitResult)
+    best_state: dict[str, torch.Tensor] | None = None
+    optimizer: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    epoch_generator: torch.Tensor | None = None
+    generator: torch.Tensor | None = None
+    rng: torch.Tensor | None = None
+
+
+class FitInterrupted(Exception):
+    """A stop was requested; ``state`` is where fit stood, after a whole batch."""
+
+    def __init__(self, state: FitState):
+        super().__init__("training stopped on request")
+        self.state = state
+
+
+@dataclass(frozen=True)
+class FitControl:
+    """For long runs: the process group, a state to resume, a ``save`` hook called every
+    ``save_every`` epochs, and ``should_stop`` polled after every batch (on every rank)."""
+
+    world: World = LOCAL
+    resume: FitState | None = None
+    save: Callable[[FitState], None] | None = None
+    save_every: int = 0
+    should_stop: Callable[[], bool] = lambda: False
+
+
 def fit(model: nn.Module, train_set: Dataset, config: FitConfig, val_set: Dataset | None = None,
-        *, progress: bool = True, desc: str = "train") -> FitResult:
+        *, progress: bool = True, desc: str = "train",
+        control: FitControl | None = None) -> FitResult:
     """Train with cross-entropy; keep the weights of the epoch with the best validation accuracy.
 
     Parameters reparametrised by torch.nn.utils.prune (weight = weight_orig * weight_mask)
-    train only their surviving entries, so pruned weights stay exactly 0.
+    train only their surviving entries, so pruned weights stay exactly 0 (whatever weight
+    decay, momentum or DDP's gradient averaging do to ``weight_orig``). Under torchrun the
+    model trains as DistributedDataParallel on a DistributedSampler shard reshuffled every
+    epoch. Raises FitInterrupted when ``control.should_stop()`` turns true.
     """
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    control = control or FitControl()
+    world, state = control.world, control.resume or FitState()
+    if control.resume is None:
+        torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed + world.rank)
     model.to(config.device)
+    trained = DistributedDataParallel(model) if world.distributed else model
     optimizer = _optimizer(model, config)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(config.milestones),
                                                     config.gamma)
-    result = FitResult()
-    best_state = copy.deepcopy(model.state_dict())
-    bar = tqdm(range(config.epochs), desc=desc, disable=None if progress else True,
-               unit="epoch", leave=False)
+    _restore(state, optimizer, schedule, generator)
+    best_state = state.best_state or copy.deepcopy(model.state_dict())
+    bar = tqdm(range(state.epoch, config.epochs), desc=desc, unit="epoch", leave=False,
+               disable=None if progress else True)
     for epoch in bar:
-        loss = _train_epoch(model, train_set, optimizer, config, generator)
+        if state.batch == 0:
+            state.epoch_generator = generator.get_state()
+        for images, labels in _epoch_batches(train_set, config, world, epoch, generator, state):
+            _step(trained, optimizer, images, labels, config, generator, state)
+            if world.any(control.should_stop()):
+                raise FitInterrupted(_snapshot(state, best_state, optimizer, schedule,
+                                               generator))
+        loss = _epoch_loss(state, world)
         schedule.step()
-        accuracy = evaluate(model, val_set, config.batch_size * 4, config.device) \
+        accuracy = evaluate(model, val_set, config.batch_size * 4, config.device, world) \
             if val_set is not None else -loss
-        result.losses.append(loss)
-        result.val_accuracies.append(accuracy)
-        if result.best_epoch < 0 or accuracy > result.val_accuracies[result.best_epoch]:
-            result.best_epoch = epoch
+        state.result.losses.append(loss)
+        state.result.val_accuracies.append(accuracy)
+        if state.result.best_epoch < 0 or \
+                accuracy > state.result.val_accuracies[state.result.best_epoch]:
+            state.result.best_epoch = epoch
             best_state = copy.deepcopy(model.state_dict())
+        state.epoch, state.batch, state.loss_sum, state.loss_count = epoch + 1, 0, 0.0, 0
         bar.set_postfix(loss=f"{loss:.4f}", val=f"{accuracy:.4f}")
+        if control.save is not None and control.save_every and \
+                state.epoch % control.save_every == 0 and state.epoch < config.epochs:
+            control.save(_snapshot(state, best_state, optimizer, schedule, generator))
     model.load_state_dict(best_state)
     model.eval()
-    return result
+    return state.result
+
+
+def _epoch_batches(train_set: Dataset, config: FitConfig, world: World, epoch: int,
+                   generator: torch.Generator, state: FitState) -> Iterator[tuple]:
+    """This rank's batches of the epoch, from batch ``state.batch`` on: one process shuffles
+    with its generator (as it always has); under torchrun a DistributedSampler (seed, epoch)
+    picks the rank's shard. Augmentation draws come from the generator."""
+    resumed, start = generator.get_state(), state.batch
+    if world.distributed:
+        sampler: DistributedSampler = DistributedSampler(
+            train_set, world.size, world.rank, shuffle=True, seed=config.seed)
+        sampler.set_epoch(epoch)
+        epoch_batches = batches(Subset(train_set, list(sampler)), config.batch_size)
+    else:
+        assert state.epoch_generator is not None
+        generator.set_state(state.epoch_generator)
+        epoch_batches = batches(train_set, config.batch_size, shuffle=True, generator=generator)
+    for index, (images, labels) in enumerate(epoch_batches):
+        if index < start:
+            continue
+        if index == start and start > 0:
+            generator.set_state(resumed)  # the draws made before the interruption
+        yield (augment(images, generator) if config.augment else images), labels
+
+
+def _step(trained: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+          labels: torch.Tensor, config: FitConfig, generator: torch.Generator,
+          state: FitState) -> None:
+    trained.train()
+    images, labels = images.to(config.device), labels.to(config.device)
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(trained(images), labels)
+    if not torch.isfinite(loss):
+        raise ReliefError(f"training diverged (loss {loss.item()}); lower the learning rate")
+    loss.backward()
+    optimizer.step()
+    state.loss_sum += loss.item() * len(labels)
+    state.loss_count += len(labels)
+    state.batch += 1
+
+
+def _epoch_loss(state: FitState, world: World) -> float:
+    """Mean training loss of the epoch over every rank's samples."""
+    totals = world.sum(torch.tensor([state.loss_sum, float(state.loss_count)],
+                                    dtype=torch.float64))
+    return float(totals[0] / max(float(totals[1]), 1.0))
+
+
+def _snapshot(state: FitState, best_state: dict[str, torch.Tensor],
+              optimizer: torch.optim.Optimizer, schedule: Any,
+              generator: torch.Generator) -> FitState:
+    return replace(state, result=copy.deepcopy(state.result),
+                   best_state=copy.deepcopy(best_state),
+                   optimizer=copy.deepcopy(optimizer.state_dict()),
+                   schedule=copy.deepcopy(schedule.state_dict()),
+                   generator=generator.get_state(), rng=torch.get_rng_state())
+
+
+def _restore(state: FitState, optimizer: torch.optim.Optimizer, schedule: Any,
+             generator: torch.Generator) -> None:
+    if state.optimizer is not None:
+        optimizer.load_state_dict(state.optimizer)
+    if state.schedule is not None:
+        schedule.load_state_dict(state.schedule)
+    if state.generator is not None:
+        generator.set_state(state.generator)
+    if state.rng is not None:
+        torch.set_rng_state(state.rng)
 
 
 def _optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
@@ -100,26 +231,6 @@ def _optimizer(model: nn.Module, config: FitConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay)
-
-
-def _train_epoch(model: nn.Module, train_set: Dataset, optimizer: torch.optim.Optimizer,
-                 config: FitConfig, generator: torch.Generator) -> float:
-    model.train()
-    total, count = 0.0, 0
-    for images, labels in batches(train_set, config.batch_size, shuffle=True,
-                                  generator=generator):
-        if config.augment:
-            images = augment(images, generator)
-        images, labels = images.to(config.device), labels.to(config.device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(images), labels)
-        if not torch.isfinite(loss):
-            raise ReliefError(f"training diverged (loss {loss.item()}); lower the learning rate")
-        loss.backward()
-        optimizer.step()
-        total += loss.item() * len(labels)
-        count += len(labels)
-    return total / max(count, 1)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -137,14 +248,17 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset | None, batch_size: int = 256,
-             device: str = "cpu") -> float:
-    """Top-1 accuracy in eval mode (0..1)."""
+             device: str = "cpu", world: World = LOCAL) -> float:
+    """Top-1 accuracy in eval mode (0..1); under torchrun each rank scores a shard and the
+    counts are summed."""
     if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
         raise ReliefError("cannot evaluate on an empty data set")
     was_training = model.training
     model.eval()
+    shard = Subset(dataset, world.shard(len(dataset))) if world.distributed else dataset  # type: ignore[arg-type]
     correct = 0
-    for images, labels in batches(dataset, batch_size):
+    for images, labels in batches(shard, batch_size):
         correct += int((model(images.to(device)).argmax(1).cpu() == labels).sum())
     model.train(was_training)
-    return correct / len(dataset)  # type: ignore[arg-type]
+    counts = world.sum(torch.tensor([correct, len(shard)], dtype=torch.int64))  # type: ignore[arg-type]
+    return int(counts[0]) / int(counts[1])
