@@ -30,7 +30,7 @@ from .errors import ReliefError, first_line
 from .files import write_file
 from .masks import apply_masks, effective_state_dict, masks_of
 from .pt2 import load_export_archive
-from .quiet import current_folder_importable
+from .quiet import current_folder_importable, not_importable
 from .safe_torch import ONNX, PT2, load_torch_file, sniff
 
 FORMAT = "relief_export.checkpoint"
@@ -283,9 +283,7 @@ def _call_factory(spec: str, kwargs: dict, source: Path, allow_factory: bool) ->
             factory = getattr(importlib.import_module(module_name), function_name)
             model = factory(**kwargs)
     except ModuleNotFoundError as error:
-        raise ReliefError(f"{source}: factory {spec!r}: module {error.name!r} is not "
-                          "importable; run from the folder that holds it or add that folder "
-                          "to PYTHONPATH") from None
+        raise ReliefError(f"{source}: factory {spec!r} needs {not_importable(error)}") from None
     except Exception as error:
         raise ReliefError(f"{source}: factory {spec!r} failed: {first_line(error)}") from None
     if not isinstance(model, nn.Module):

@@ -51,9 +51,10 @@ def check_output(path: PathLike, *, inputs: Iterable[PathLike] = ()) -> Path:
     folder = target.parent
     if not folder.is_dir():
         raise ReliefError(f"{path}: output folder {folder} does not exist")
-    if _filesystem_type(folder) in VIRTUAL_FILESYSTEMS:
-        raise ReliefError(f"{path}: {folder} is on a virtual file system "
-                          f"({_filesystem_type(folder)}); choose a real folder")
+    filesystem = _filesystem_type(folder)
+    if filesystem in VIRTUAL_FILESYSTEMS:
+        raise ReliefError(f"{path}: {folder} is on a virtual file system ({filesystem}); "
+                          "choose a real folder")
     _check_existing(target, path)
     if not target.exists() and not os.access(folder, os.W_OK | os.X_OK):
         raise ReliefError(f"{path}: output folder {folder} is not writable")

@@ -46,3 +46,9 @@ def current_folder_importable() -> Iterator[None]:
     finally:
         if added:
             sys.path.remove("")
+
+
+def not_importable(error: ModuleNotFoundError) -> str:
+    """What to tell a user whose file names a module Python cannot import."""
+    return (f"module {error.name!r}, which is not importable; run from the folder that holds "
+            "it or add that folder to PYTHONPATH")

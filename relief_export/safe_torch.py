@@ -3,7 +3,8 @@
 - ``sniff``: what a file is, from its bytes (never its suffix): a torch.export archive, a
   ``torch.save`` file, an ONNX model, or nothing we read.
 - ``verify_zip``: the zip directory parses and every member matches its CRC-32 (torch's own
-  reader checks neither), so flipped bytes in any member are caught before loading.
+  reader checks neither), so flipped bytes in any member are caught before loading; done
+  once per load, by the loader (``sniff`` only reads the directory).
 - ``load_torch_file``: ``torch.load(weights_only=True)``; a file that fails only because its
   well-formed pickle names Python objects is refused with the first such name and the offer
   of ``trust``; any other failure is called corrupt.
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 from .errors import ReliefError, first_line
-from .quiet import current_folder_importable, quiet_libraries
+from .quiet import current_folder_importable, not_importable, quiet_libraries
 from .validate import allocation
 
 PT2, TORCH, ONNX = "torch.export archive", "torch file", "ONNX model"
@@ -43,7 +44,7 @@ def sniff(path: Path) -> str:
     except OSError as error:
         raise ReliefError(f"{path}: cannot read ({error.strerror})") from None
     if head == _ZIP_MAGIC:
-        names = verify_zip(path)
+        names = zip_names(path)
         if any(_under_root(n) in ("archive_format", "serialized_exported_program.json")
                for n in names):
             return PT2
@@ -74,14 +75,23 @@ def _is_onnx(path: Path) -> bool:
     return model.ir_version > 0 and len(model.graph.node) > 0
 
 
+def zip_names(path: Path) -> list[str]:
+    """Member names, after checking the directory (cheap: no member is read)."""
+    return _open_zip(path, check_crc=False)
+
+
 def verify_zip(path: Path) -> list[str]:
     """Member names, after checking the directory and every member's CRC-32."""
+    return _open_zip(path, check_crc=True)
+
+
+def _open_zip(path: Path, *, check_crc: bool) -> list[str]:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             allocation(f"{path}: the archive's members",
                        sum(member.file_size for member in members))
-            broken = archive.testzip()
+            broken = archive.testzip() if check_crc else None
             names = [member.filename for member in members]
     except ReliefError:
         raise
@@ -109,8 +119,6 @@ def read_member(path: Path, name: str) -> bytes:
 
 def load_torch_file(path: Path, *, trust: bool) -> Any:
     """The object in a ``torch.save`` file, loaded without running code unless ``trust``."""
-    if sniff(path) != TORCH:
-        raise ReliefError(f"{path}: not a torch.save file")
     _check_pickle(path)
     try:
         with no_unpickling(), quiet_libraries():
@@ -160,9 +168,7 @@ def _load_trusted(path: Path) -> Any:
         with quiet_libraries(), current_folder_importable():
             return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as error:
-        raise ReliefError(f"{path}: the pickle needs module {error.name!r}, which is not "
-                          "importable; run from the folder that holds it or add it to "
-                          "PYTHONPATH") from None
+        raise ReliefError(f"{path}: the pickle needs {not_importable(error)}") from None
     except Exception as error:
         raise ReliefError(f"{path}: cannot unpickle ({first_line(error)})") from None
 
