@@ -18,9 +18,15 @@ def weights_sha256(model: onnx.ModelProto | ir.Model) -> str:
     serialisation (name, type, dims and data); the same for a file and for the ``onnx_ir``
     model it was written from."""
     digest = hashlib.sha256()
-    for tensor in sorted(_initializers(model), key=lambda t: t.name):
+    for tensor in sorted(_initializers(model), key=lambda t: _name_bytes(t.name)):
         digest.update(tensor.SerializeToString(deterministic=True))
     return digest.hexdigest()
+
+
+def _name_bytes(name: str | bytes) -> bytes:
+    """A name as bytes: protobuf hands back ``bytes`` for a string field that is not valid
+    UTF-8 (a damaged file), ``str`` otherwise."""
+    return name if isinstance(name, bytes) else name.encode()
 
 
 def _initializers(model: onnx.ModelProto | ir.Model) -> list[onnx.TensorProto]:

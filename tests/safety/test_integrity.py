@@ -85,3 +85,16 @@ def test_onnx_records_source_and_weights_and_inspect_checks_them(checkpoint, tmp
     assert main(["inspect", str(tmp_path / "edited.onnx")]) == 2
     captured = capsys.readouterr()
     assert "MISMATCH" in captured.out and "do not match the sha256" in captured.err
+
+
+def test_a_name_damaged_into_invalid_utf8_is_a_mismatch(checkpoint, tmp_path, capsys):
+    """protobuf returns bytes for a string field that is not UTF-8; the check still works."""
+    out = tmp_path / "m.onnx"
+    rx.export_onnx(checkpoint, out)
+    name = onnx.load(out).graph.initializer[0].name.encode()
+    data = out.read_bytes()
+    assert data.count(name) >= 1
+    damaged = tmp_path / "damaged.onnx"
+    damaged.write_bytes(data.replace(name, b"\xff" + name[1:]))
+    assert main(["inspect", str(damaged)]) == 2
+    assert "do not match the sha256" in capsys.readouterr().err
