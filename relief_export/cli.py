@@ -152,9 +152,33 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the onnx.checker and onnxruntime-vs-torch checks")
     parser.add_argument("--verbose", action="store_true", help="print one row per tensor")
+    _int8_options(parser.add_argument_group(
+        "int8 (static QDQ by onnxruntime.quantization, on top of compaction)"))
     add_trust_options(parser)
     parser.set_defaults(handler=_run_export)
     return parser
+
+
+def _int8_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--int8", action="store_true",
+                       help="quantize: per-channel symmetric int8 weights, uint8 activations")
+    group.add_argument("--calib-data", default=None, metavar="SPEC",
+                       help="calibration data (default: the checkpoint's data set)")
+    group.add_argument("--calib-samples", type=int, default=256, metavar="N",
+                       help="training samples that calibrate activation ranges (default 256)")
+    group.add_argument("--calib-method", default="auto",
+                       help="minmax, percentile, entropy or auto: the one whose model agrees "
+                       "best with fp32 on held-out samples (default auto)")
+    group.add_argument("--calib-synthetic", action="store_true",
+                       help="without data: calibrate on N(0,1) samples (the report says so)")
+    group.add_argument("--int8-layers", default="auto",
+                       help="auto: int8 only where it measures faster (per layer, then the "
+                       "whole model); all: every layer (default auto)")
+    group.add_argument("--int8-batch", type=int, default=64, metavar="N",
+                       help="batch size at which --int8-layers auto times (default 64)")
+    group.add_argument("--accept-accuracy-drop", type=float, default=0.0, metavar="PTS",
+                       help="allow top-1 agreement with fp32 this many points below 99%% "
+                       "(default 0)")
 
 
 def _run_export(args: argparse.Namespace) -> int:

@@ -1,11 +1,12 @@
 """The one place that composes the stages: ``export_onnx`` runs
-load (checkpoint) -> compact (compile) -> emit -> encode / metadata / IR version (ONNX passes)
--> verify -> write (files). The stages below see only modules and files."""
+load (checkpoint) -> compact (compile) -> emit -> [int8] -> encode / metadata / IR version
+(ONNX passes) -> verify -> write (files). The stages below see only modules and files."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,13 @@ from .compile import compact_with_report
 from .compile.graph import unmasked_copy
 from .errors import ReliefError, first_line
 from .files import check_output, write_files
+from .int8 import LAYER_MODES, METHODS, int8_samples, to_int8
 from .onnx import verify
 from .onnx.compat import max_ir_version
 from .onnx.emit import to_onnx
 from .onnx.formats import MODES
 from .onnx.integrity import SOURCE_KEY, WEIGHTS_KEY, weights_sha256
-from .onnx.passes import CapIrVersion, EncodeWeights, SetMetadata, TensorChoice
+from .onnx.passes import CapIrVersion, DropIdentityMul, EncodeWeights, SetMetadata, TensorChoice
 from .table import format_table
 
 FP32_TOLERANCE = 1e-4
@@ -57,6 +59,7 @@ class ExportReport:
     source_sha256: str | None = None
     notes: list[str] = field(default_factory=list)
     weights_sha256: str | None = None
+    int8: dict[str, Any] | None = None
 
     @property
     def bytes_per_nonzero(self) -> float:
@@ -85,6 +88,8 @@ class ExportReport:
         if self.fp16_error_vs_fp32 is not None:
             rows.insert(-1, ["fp16 weights: relative error vs fp32",
                              f"{self.fp16_error_vs_fp32:.2e}"])
+        if self.int8 is not None:
+            rows[-1:-1] = _int8_rows(self.int8)
         formats = ", ".join(f"{f} x{n}" for f, n in self._format_counts().items())
         return format_table(["", self.out], rows) + f"\nweight formats: {formats}"
 
@@ -101,20 +106,32 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                 fp16_weights: bool = False, opset: int = 18, align: int = 8,
                 dense_out: str | Path | None = None, verify_outputs: bool = True,
                 trust: bool = False, allow_factory: bool = False,
-                report_path: str | Path | None = None) -> ExportReport:
+                report_path: str | Path | None = None, int8: bool = False,
+                calib_data: str | None = None, calib_samples: int = 256,
+                calib_method: str = "auto", calib_synthetic: bool = False,
+                int8_layers: str = "auto", int8_batch: int = 64,
+                accept_accuracy_drop: float = 0.0,
+                progress: Callable[[str], None] | None = None) -> ExportReport:
     """Export a masked model (module, checkpoint, .pt2 or trusted pickle) to a compact ONNX file.
 
     ``align``: layers keep a multiple of this many units (onnxruntime's CPU kernels work on
-    channel blocks of 8); 1 keeps the minimum. Output files are written only once complete
-    and verified; the input is never modified.
+    channel blocks of 8); 1 keeps the minimum. ``int8``: quantize the compacted model (see
+    ``relief_export.int8``), calibrated on ``calib_data`` or the checkpoint's data set.
+    Output files are written only once complete and verified; the input is never modified.
     """
     start = time.perf_counter()
     validate.choice("weights", weights, list(MODES))
     validate.integer("opset", opset, MIN_OPSET, MAX_OPSET)
     validate.integer("align", align, 1, MAX_ALIGN)
     for name, value in (("fp16_weights", fp16_weights), ("verify_outputs", verify_outputs),
-                        ("trust", trust), ("allow_factory", allow_factory)):
+                        ("trust", trust), ("allow_factory", allow_factory), ("int8", int8),
+                        ("calib_synthetic", calib_synthetic)):
         validate.flag(name, value)
+    validate.choice("calib_method", calib_method, METHODS)
+    validate.choice("int8_layers", int8_layers, LAYER_MODES)
+    _check_int8_options(int8, fp16_weights, calib_samples, int8_batch, accept_accuracy_drop)
+    if not int8 and (calib_data is not None or calib_synthetic or accept_accuracy_drop):
+        raise ReliefError("the calibration options apply to int8 export only; add --int8")
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
     loaded = _load(model_or_path, trust, allow_factory)
     example = _example(loaded, example_inputs, input_shape)
@@ -123,16 +140,33 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     compacted, compaction = compact_with_report(loaded.model, example, fold_batchnorm=True,
                                                 align=align)
     exported = to_onnx(compacted, example, opset)
-    encode = EncodeWeights(MODES[weights], np.float16 if fp16_weights else np.float32)
+    DropIdentityMul()(exported)
     report.source_sha256 = loaded.sha256
     _count(report, loaded.model, compacted, compaction.to_dict())
+    fp32 = None
+    if int8:
+        fp32 = ir.to_proto(exported)
+        if verify_outputs:
+            _verify(report, fp32, fp32.SerializeToString(), loaded, compacted, example)
+        samples = int8_samples(calib_data or loaded.data, list(example.shape), calib_samples,
+                               calib_synthetic)
+        quantized, int8_report = to_int8(fp32, samples, method=calib_method,
+                                         layers=int8_layers, batch=int8_batch,
+                                         accept_drop=accept_accuracy_drop, progress=progress)
+        report.int8 = int8_report.to_dict()
+        exported = ir.serde.deserialize_model(quantized)
+    encode = EncodeWeights(MODES[weights], np.float16 if fp16_weights else np.float32)
     ir.passes.PassManager([encode, CapIrVersion(max_ir_version()),
                            SetMetadata(lambda model: _metadata(report, encode.choices, model))
                            ])(exported)
     report.tensors = encode.choices
     proto = ir.to_proto(exported)
     data = proto.SerializeToString()
-    if verify_outputs:
+    if fp32 is not None:
+        verify.check_structure(proto)
+        verify.same_outputs(data, ir.to_proto(ir.serde.deserialize_model(quantized))
+                            .SerializeToString(), verify.seeded_inputs(list(example.shape)))
+    elif verify_outputs:
         _verify(report, proto, data, loaded, compacted, example)
     dense_data = _dense_bytes(loaded.model, example, opset) if dense_out else None
     report.file_bytes = len(data)
@@ -145,6 +179,32 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
         files[outputs["report"]] = json.dumps(report.to_dict(), indent=1, default=str).encode()
     write_files(files, inputs=_inputs(model_or_path))
     return report
+
+
+def _check_int8_options(int8: bool, fp16: bool, calib_samples: int, batch: int,
+                        accept_drop: float) -> None:
+    validate.integer("calib_samples", calib_samples, 1, 100_000)
+    validate.integer("int8_batch", batch, 1, 4096)
+    validate.number("accept_accuracy_drop", accept_drop, 0, 100)
+    if int8 and fp16:
+        raise ReliefError("--int8 and --fp16-weights exclude each other: int8 stores weights "
+                          "as int8 already")
+
+
+def _int8_rows(int8: dict[str, Any]) -> list[list[str]]:
+    check = int8["check"]
+    rows = [["int8: calibration", f"{int8['method']} on {int8['calibration']}"],
+            ["int8: layers kept in fp32", ", ".join(int8["fp32_layers"]) or "none"],
+            ["int8: top-1 agreement with fp32",
+             f"{100 * check['agreement']:.2f}% of {check['samples']} samples"]]
+    if check["fp32_accuracy"] is not None:
+        rows.append(["int8: test accuracy fp32 -> int8",
+                     f"{100 * check['fp32_accuracy']:.2f}% -> "
+                     f"{100 * check['int8_accuracy']:.2f}%"])
+    if int8["whole_model_ms"]:
+        timed = ", ".join(f"{k} {v:.2f}" for k, v in int8["whole_model_ms"].items())
+        rows.append([f"int8: ms at batch {int8['batch']}, 1 thread", timed])
+    return rows
 
 
 def _inputs(source: Any) -> list[Path]:
@@ -212,7 +272,14 @@ def _metadata(report: ExportReport, tensors: list[TensorChoice], model: ir.Model
             "params_nonzero": str(report.params_nonzero),
             "params_compact": str(report.params_compact),
             "weight_formats": json.dumps(formats), "fp16_weights": str(report.fp16_weights),
+            **({"int8": json.dumps(_int8_metadata(report.int8))} if report.int8 else {}),
             SOURCE_KEY: report.source_sha256 or "", WEIGHTS_KEY: report.weights_sha256 or ""}
+
+
+def _int8_metadata(int8: dict[str, Any]) -> dict[str, Any]:
+    """What inspect shows of an int8 file: the per-layer choices and how they were made."""
+    return {key: int8[key] for key in ("calibration", "method", "chosen", "fp32_layers",
+                                       "batch", "layers")}
 
 
 def _verify(report: ExportReport, proto: Any, data: bytes, loaded: LoadedModel,

@@ -12,7 +12,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-LOGGERS = ("torch", "onnxscript", "onnx_ir")
+# "" is the root logger, where onnxruntime.quantization writes its advice
+LOGGERS = ("torch", "onnxscript", "onnx_ir", "")
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..pipeline import export_onnx, tensor_table
 from .inspect import print_notes
@@ -13,9 +14,18 @@ def export_command(args: argparse.Namespace) -> int:
                          weights=args.weights, fp16_weights=args.fp16_weights,
                          opset=args.opset, align=args.align, dense_out=args.dense_out,
                          verify_outputs=not args.no_verify, trust=args.trust_pickle,
-                         allow_factory=args.allow_factory, report_path=args.report)
+                         allow_factory=args.allow_factory, report_path=args.report,
+                         int8=args.int8, calib_data=args.calib_data,
+                         calib_samples=args.calib_samples, calib_method=args.calib_method,
+                         calib_synthetic=args.calib_synthetic, int8_layers=args.int8_layers,
+                         int8_batch=args.int8_batch,
+                         accept_accuracy_drop=args.accept_accuracy_drop, progress=_progress)
     print_notes(report.notes)
     if args.verbose:
         print(tensor_table(report))
     print(report.summary())
     return 0
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

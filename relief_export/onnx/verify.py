@@ -75,3 +75,16 @@ def seeded_inputs(shape: list[int], samples: int = 8, seed: int = 0) -> dict[str
     return {f"{samples} N(0,1) samples (seed {seed})": torch.randn(size, generator=generator),
             f"{samples} U(0,1) samples (seed {seed})": torch.rand(size, generator=generator),
             "batch of 1": torch.rand((1, *shape[1:]), generator=generator)}
+
+
+def same_outputs(model_bytes: bytes, reference_bytes: bytes,
+                 batches: dict[str, torch.Tensor]) -> None:
+    """Both ONNX models give bit-identical outputs in onnxruntime on every batch (an encoding
+    that must not change any weight); VerificationError otherwise."""
+    runners = [session(model_bytes), session(reference_bytes)]
+    for label, x in batches.items():
+        got, expected = (r.run(None, {INPUT: x.numpy()})[0] for r in runners)
+        if not np.array_equal(got, expected):
+            worst = float(np.abs(got - expected).max())
+            raise VerificationError(f"the encoded weights change the model's outputs on "
+                                    f"{label} (max |error| {worst:.2e}); no file written")

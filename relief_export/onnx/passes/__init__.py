@@ -2,7 +2,8 @@
 (``call(model) -> PassResult(model, modified)``), composed by ``ir.passes.PassManager``."""
 
 from .cap_ir_version import CapIrVersion
+from .drop_identity_mul import DropIdentityMul
 from .encode_weights import EncodeWeights, TensorChoice
 from .set_metadata import SetMetadata
 
-__all__ = ["CapIrVersion", "EncodeWeights", "SetMetadata", "TensorChoice"]
+__all__ = ["CapIrVersion", "DropIdentityMul", "EncodeWeights", "SetMetadata", "TensorChoice"]

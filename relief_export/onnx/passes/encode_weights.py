@@ -1,12 +1,14 @@
 """Replace weight initializers by their smallest encoding plus a decoder subgraph.
 
-Weights are the initializers read as weights by Conv / Gemm / MatMul (``WEIGHT_INPUTS``),
-float32, with at least ``min_elements`` entries. Each is stored as its values in
-``value_dtype`` (float32 or float16) in the smallest format among ``formats`` that the
-model's opset allows; a format other than dense (or float16 values) replaces the initializer
-by decoder nodes placed at the start of the graph, all fed by initializers, so onnxruntime
-folds them when a session is created. A tensor with no nonzero decodes as zeros whatever its
-format.
+Weights are the initializers read as weights by Conv / Gemm / MatMul, and the int8 weights
+of a quantized model read by DequantizeLinear (``WEIGHT_INPUTS``), with at least
+``min_elements`` entries. A float32 weight is stored as its values in ``value_dtype``
+(float32 or float16), an int8 weight as int8 (symmetric quantization keeps zeros exact), in
+the smallest format among ``formats`` that the model's opset allows; a format other than
+dense (or float16 values) replaces the initializer by decoder nodes placed at the start of
+the graph, all fed by initializers, so onnxruntime folds them when a session is created
+(before its QDQ fusions, which then still see constant int8 weights). A tensor with no
+nonzero decodes as zeros whatever its format.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import onnx_ir as ir
 
 from ..formats import FORMATS, Decoder, Encoded, smallest
 
-WEIGHT_INPUTS = {"Conv": 1, "Gemm": 1, "MatMul": 1}
+WEIGHT_INPUTS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "DequantizeLinear": 0}
+ENCODED_DTYPES = (np.float32, np.int8)
 
 
 @dataclass(frozen=True)
 class TensorChoice:
-    """How one weight tensor is stored: format, bytes stored vs dense float32, nonzeros."""
+    """How one weight tensor is stored: format, bytes stored vs dense (in its own dtype),
+    nonzeros."""
 
     name: str
     format: str
@@ -49,14 +53,15 @@ class EncodeWeights(ir.passes.InPlacePass):
         modified = False
         for value in _weights(graph):
             array = value.const_value.numpy()  # type: ignore[union-attr]
-            if array.dtype != np.float32 or array.size < self.min_elements:
+            if array.dtype not in ENCODED_DTYPES or array.size < self.min_elements:
                 continue
-            encoded = smallest(array.astype(self.value_dtype), allowed)
+            stored = self.value_dtype if array.dtype == np.float32 else array.dtype
+            encoded = smallest(array.astype(stored), allowed)
             self.choices.append(TensorChoice(str(value.name), encoded.format, array.shape,
                                              int(np.count_nonzero(array)), encoded.nbytes,
                                              array.nbytes))
-            if encoded.format != "dense" or self.value_dtype != np.float32:
-                _replace(graph, value, encoded)
+            if encoded.format != "dense" or encoded.dtype != array.dtype:
+                _replace(graph, value, encoded, ir.DataType.from_numpy(array.dtype))
                 modified = True
         return ir.passes.PassResult(model, modified)
 
@@ -70,12 +75,12 @@ def _weights(graph: ir.Graph) -> list[ir.Value]:
             and graph.initializers[name].const_value is not None]
 
 
-def _replace(graph: ir.Graph, value: ir.Value, encoded: Encoded) -> None:
+def _replace(graph: ir.Graph, value: ir.Value, encoded: Encoded, dtype: ir.DataType) -> None:
     name = str(value.name)
     decoder = Decoder(name, ir.DataType.from_numpy(encoded.dtype))
     stored = FORMATS[encoded.format].emit(decoder, encoded)
-    if decoder.dtype != ir.DataType.FLOAT:
-        stored = decoder.op("Cast", [stored], to=ir.DataType.FLOAT)
+    if decoder.dtype != dtype:
+        stored = decoder.op("Cast", [stored], to=dtype)
     if stored.producer() is None:  # a dense initializer: rename it into place
         stored = decoder.op("Identity", [stored])
     graph.initializers.pop(name)
