@@ -113,10 +113,16 @@ def test_the_cli_starts_without_torch():
     assert probe.stdout.strip() == "False"
 
 
+def _interruptible() -> None:
+    """A shell's background job inherits SIGINT ignored; the child must see Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_a_run_is_one_line(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "relief_export", "train", "--arch",
                                 "lenet5", "--data", "synthetic", "--epochs", "50", "--out",
-                                str(tmp_path / "t.pt")], stderr=subprocess.PIPE, text=True)
+                                str(tmp_path / "t.pt")], stderr=subprocess.PIPE, text=True,
+                               preexec_fn=_interruptible)
     time.sleep(6)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)

@@ -1,0 +1,110 @@
+"""int8 export: onnxruntime.quantization on top of compaction, int8 weights in our sparse
+formats, and a gate on top-1 agreement with fp32."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from relief_export import data, models, read_model, save_checkpoint
+from relief_export.ort import session
+
+from ..compile.masking import random_masks
+from ..helpers import outputs, run_cli
+
+MNIST_SHAPE = [1, 1, 28, 28]
+
+
+def predictions(model_bytes: bytes, images: np.ndarray) -> np.ndarray:
+    return session(model_bytes).run(None, {"input": images})[0].argmax(1)
+
+
+def test_int8_export_end_to_end(trained_lenet, tmp_path, capsys):
+    out, report_path, fp32_out = tmp_path / "q.onnx", tmp_path / "r.json", tmp_path / "f.onnx"
+    code, stdout, _ = run_cli([trained_lenet, "--out", out, "--int8", "--report", report_path],
+                              capsys)
+    assert code == 0
+    assert run_cli([trained_lenet, "--out", fp32_out], capsys)[0] == 0
+    int8 = json.loads(report_path.read_text())["int8"]
+    assert int8["calibration"] == "256 training samples of mnist5k"
+    assert set(int8["method_agreement"]) == {"minmax", "percentile", "entropy"}
+    assert int8["method"] == max(int8["method_agreement"], key=int8["method_agreement"].get)
+    check = int8["check"]
+    images, labels = data.load("mnist5k", "test").tensors()
+    images, labels = images[:check["samples"]], labels[:check["samples"]].numpy()
+    # the numbers the report gives are those of the files and the torch model
+    torch_top1 = outputs(read_model(trained_lenet).model, images).argmax(1).numpy()
+    assert abs(check["fp32_accuracy"] - float(np.mean(torch_top1 == labels))) <= 0.002
+    written = predictions(out.read_bytes(), images.numpy())
+    assert check["int8_accuracy"] == pytest.approx(float(np.mean(written == labels)))
+    assert check["agreement"] == pytest.approx(float(np.mean(
+        written == predictions(fp32_out.read_bytes(), images.numpy()))))
+    assert check["agreement"] >= 0.99
+    assert abs(check["fp32_accuracy"] - check["int8_accuracy"]) <= 0.01
+    assert "int8: top-1 agreement with fp32" in stdout and "int8: calibration" in stdout
+    # int8 weights are stored in the sparse formats: about 2 bytes per nonzero
+    tensors = json.loads(report_path.read_text())["tensors"]
+    assert [t["name"] for t in tensors] == ["1.weight_quantized", "3.weight_quantized",
+                                            "5.weight_quantized"]
+    for tensor in tensors:
+        assert tensor["format"] != "dense"
+        assert tensor["stored_bytes"] <= 2.05 * tensor["nonzero"] + 16, tensor
+    assert out.stat().st_size < 0.6 * fp32_out.stat().st_size
+    metadata = {p.key: p.value for p in onnx.load(out).metadata_props}
+    recorded = json.loads(metadata["int8"])
+    assert recorded["method"] == int8["method"] and recorded["chosen"] == int8["chosen"]
+    assert len(recorded["layers"]) == 3 and recorded["chosen"] in int8["whole_model_ms"]
+
+
+def test_onnxruntime_folds_the_decoders_and_runs_int8_kernels(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = models.build("lenet5").eval()
+    random_masks(model, 3, unit_rate=0.2, connection_rate=0.8)
+    source = save_checkpoint(tmp_path / "l5.pt", model, arch={"name": "lenet5", "kwargs": {}},
+                             input_shape=MNIST_SHAPE, data="mnist5k")
+    out = tmp_path / "q.onnx"
+    code, _, _ = run_cli([source, "--out", out, "--int8", "--int8-layers", "all",
+                          "--calib-method", "minmax", "--accept-accuracy-drop", "100"], capsys)
+    assert code == 0
+    written = onnx.load(out)
+    assert any(n.name.startswith("relief_decode/") for n in written.graph.node)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
+    optimized = [(n.op_type, n.name) for n in onnx.load(tmp_path / "optimized.onnx").graph.node]
+    kinds = {op for op, _ in optimized}
+    assert {"QLinearConv", "QGemm"} <= kinds, kinds
+    assert not [name for _, name in optimized if "relief_decode" in name]
+    assert not kinds & {"Conv", "Gemm", "ScatterND", "Cast"}
+
+
+def near_tie_checkpoint(folder):
+    """LeNet-300-100 whose ten logits differ by 1e-5 of their size: int8 rounding reorders
+    them."""
+    torch.manual_seed(0)
+    model = models.build("lenet300_100")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        row = torch.rand(100, generator=generator)
+        model[5].weight.copy_(row + 1e-5 * torch.randn(10, 100, generator=generator))
+        model[5].bias.zero_()
+    return save_checkpoint(folder / "tie.pt", model, arch={"name": "lenet300_100",
+                                                           "kwargs": {}},
+                           input_shape=MNIST_SHAPE, data="mnist5k")
+
+
+def test_the_agreement_gate_fails_with_exit_1_and_no_file(tmp_path, capsys):
+    source = near_tie_checkpoint(tmp_path)
+    out = tmp_path / "q.onnx"
+    args = [source, "--out", out, "--int8", "--int8-layers", "all", "--calib-method",
+            "minmax"]
+    code, _, err = run_cli(args, capsys)
+    assert code == 1 and not out.exists()
+    assert "int8 top-1 agreement with fp32 is" in err and "below the 99.00% required" in err
+    code, _, err = run_cli([*args, "--accept-accuracy-drop", "100"], capsys)
+    assert code == 0 and out.exists(), err
