@@ -1,7 +1,7 @@
 """``relief-export demo``: the whole pipeline on the packaged MNIST digits.
 
-Train LeNet-300-100 and LeNet-5, prune them with NNrelief, export dense and pruned ONNX,
-benchmark them, and write OUT/report.md with tables and OUT/*.png figures.
+Train LeNet-300-100 and LeNet-5, prune them with NNrelief, export dense and pruned ONNX in
+fp32 and int8, benchmark the four, and write OUT/report.md with tables and OUT/*.png figures.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from . import data, models
 from .bench import benchmark
 from .checkpoint import save_checkpoint
 from .drawing import draw_lenet300
-from .errors import ReliefError
+from .errors import ReliefError, VerificationError
 from .figures import png_bytes, pyplot
 from .files import write_file
 from .pipeline import export_onnx
@@ -58,10 +58,9 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         dense, pruned, history = _train_and_prune(plan, train, val, test, seed)
         histories[plan.arch], dense_models[plan.arch] = history, (dense, pruned)
         paths = _save_and_export(plan.arch, dense, pruned, history, folder)
-        benches[plan.arch] = benchmark([paths["dense"], paths["pruned"]],
-                                       batch_sizes=(1, 8, 64), threads=(1,),
+        benches[plan.arch] = benchmark(paths["bench"], batch_sizes=(1, 8, 64), threads=(1,),
                                        repeats=5 if quick else 30, data="mnist5k")
-        sections.append(_section(plan, history, paths["report"], benches[plan.arch]))
+        sections.append(_section(plan, history, paths, benches[plan.arch]))
     _figures(folder, histories, benches, dense_models["lenet300_100"], train)
     report = write_file(folder / "report.md",
                         _report(sections, time.perf_counter() - start, quick).encode())
@@ -85,6 +84,8 @@ def _train_and_prune(plan: DemoPlan, train, val, test, seed: int):
 
 
 def _save_and_export(arch: str, dense, pruned, history, folder: Path) -> dict:
+    """Checkpoints, then dense fp32, pruned fp32, dense int8 and pruned int8 ONNX files (an
+    int8 file that fails its agreement gate is left out and the reason kept)."""
     arch_spec = {"name": arch, "kwargs": {}}
     shape = models.input_shape(arch)
     dense_pt = save_checkpoint(folder / f"{arch}-dense.pt", dense, arch=arch_spec,
@@ -96,22 +97,40 @@ def _save_and_export(arch: str, dense, pruned, history, folder: Path) -> dict:
     report = export_onnx(pruned_pt, pruned_onnx, dense_out=folder / f"{arch}-masked-dense.onnx",
                          report_path=folder / f"{arch}-export.json")
     print(report.summary())
-    return {"dense": dense_onnx, "pruned": pruned_onnx, "report": report}
+    paths: dict = {"report": report, "bench": [dense_onnx, pruned_onnx], "int8": {}}
+    for label, source, options in (
+            ("dense int8", dense_pt, {"weights": "dense", "int8_layers": "all"}),
+            ("pruned int8", pruned_pt, {"report_path": folder / f"{arch}-int8-export.json"})):
+        target = folder / f"{arch}-{label.replace(' ', '-')}.onnx"
+        print(f"-- {arch}: {label} --")
+        try:
+            paths["int8"][label] = export_onnx(source, target, int8=True, progress=print,
+                                               **options)
+        except VerificationError as error:
+            paths["int8"][label] = str(error)
+            continue
+        paths["bench"].append(target)
+    return paths
 
 
-def _section(plan: DemoPlan, history, export, bench) -> str:
+def _section(plan: DemoPlan, history, paths: dict, bench) -> str:
     rows = [[h["iteration"], f"{100 * h['remaining_weights']:.2f}%",
              f"{100 * h['remaining_flops']:.2f}%", f"{100 * h['val_accuracy']:.2f}%",
              f"{100 * h['test_accuracy']:.2f}%"] for h in history]
     pruning = format_table(["iteration", "weights left", "FLOPs left", "val accuracy",
                             "test accuracy"], rows)
+    int8 = []
+    for label, result in paths["int8"].items():
+        int8 += [f"int8 export of the {label.split()[0]} model:", "", "```",
+                 result if isinstance(result, str) else result.summary(), "```", ""]
     return "\n".join([
         f"## {plan.arch}", "",
         f"NNrelief with alpha_fc = {plan.alpha_fc}, alpha_conv = {plan.alpha_conv}; "
         f"{plan.finetune_epochs} fine-tuning epochs per iteration.", "",
         "```", pruning, "```", "", "Export of the pruned model:", "",
-        "```", export.summary(), "```", "",
-        "onnxruntime, 1 thread (dense ONNX first, pruned second):", "",
+        "```", paths["report"].summary(), "```", "", *int8,
+        "The stacked picture, onnxruntime, 1 thread (speed-ups against the dense fp32 "
+        "model; " + ", ".join(Path(p).name for p in paths["bench"]) + "):", "",
         "```", bench.table(), "```", ""])
 
 
@@ -130,7 +149,9 @@ def _figures(folder: Path, histories, benches, lenet300, train) -> None:
     write_file(folder / "accuracy_vs_weights.png", png_bytes(figure))
     figure, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), 4), squeeze=False)
     for axis, (arch, bench) in zip(axes[0], benches.items(), strict=True):
-        for info, label in zip(bench.models, ("dense", "pruned"), strict=True):
+        labels = ("dense fp32", "pruned fp32", *(f"{Path(m.path).stem} ({m.precision})"
+                                                 for m in bench.models[2:]))
+        for info, label in zip(bench.models, labels, strict=True):
             points = sorted((m.batch, m.median_ms) for m in bench.measurements
                             if m.model == info.path)
             axis.plot([b for b, _ in points], [t for _, t in points], "o-", label=label)

@@ -1,7 +1,9 @@
 """Parameters and multiply-adds counted from an ONNX file, after onnxruntime's constant folding.
 
 Weight decoders are folded first (onnxruntime, basic level: constant folding only, nothing
-hardware-specific), so encoded and dense files count alike. MACs per sample (batch 1):
+hardware-specific), so encoded and dense files count alike. Parameters are the float
+initializers and, in a quantized (QDQ) file, the int8 / int32 tensors DequantizeLinear
+reads, not the scales and zero points. MACs per sample (batch 1):
 Conv: C_out x (C_in / groups) x kh x kw x H_out x W_out; Gemm / MatMul: M x K x N.
 """
 
@@ -31,6 +33,7 @@ class GraphStats:
     nonzero: int
     macs: int
     fixed_batch: int | None = None
+    precision: str = "fp32"
 
 
 def graph_stats(path: Path) -> GraphStats:
@@ -41,12 +44,24 @@ def graph_stats(path: Path) -> GraphStats:
     except Exception as error:
         raise ReliefError(f"{path}: ONNX shape inference fails ({first_line(error)})") from None
     graph = model.graph
-    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     shapes = _value_shapes(model)
     macs = sum(_macs(node, shapes) for node in graph.node)
-    floats = [w for w in weights.values() if np.issubdtype(w.dtype, np.floating)]
-    return GraphStats(name, dims, onnx.TensorProto.FLOAT, sum(int(w.size) for w in floats),
-                      sum(int(np.count_nonzero(w)) for w in floats), macs, fixed_batch)
+    weights = _parameters(graph)
+    quantized = any(node.op_type == "QuantizeLinear" for node in graph.node)
+    return GraphStats(name, dims, onnx.TensorProto.FLOAT, sum(int(w.size) for w in weights),
+                      sum(int(np.count_nonzero(w)) for w in weights), macs, fixed_batch,
+                      "int8" if quantized else "fp32")
+
+
+def _parameters(graph: onnx.GraphProto) -> list[np.ndarray]:
+    quantization = {name for node in graph.node
+                    if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+                    for name in node.input[1:]}
+    quantized = {node.input[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer
+              if i.name not in quantization}
+    return [array for name, array in arrays.items()
+            if np.issubdtype(array.dtype, np.floating) or name in quantized]
 
 
 def _signature(path: Path, model: onnx.ModelProto) -> tuple[str, tuple[int, ...], int | None]:

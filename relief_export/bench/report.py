@@ -28,6 +28,7 @@ class ModelInfo:
     macs: int
     accuracy: float | None = None
     memory_bytes: int | None = None
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -88,9 +89,9 @@ class BenchReport:
 
     def table(self) -> str:
         models = format_table(
-            ["model", "file bytes", "parameters", "nonzero", "MACs", "accuracy",
+            ["model", "precision", "file bytes", "parameters", "nonzero", "MACs", "accuracy",
              "peak memory MB"],
-            [[m.path, f"{m.file_bytes:,}", f"{m.parameters:,}", f"{m.nonzero:,}",
+            [[m.path, m.precision, f"{m.file_bytes:,}", f"{m.parameters:,}", f"{m.nonzero:,}",
               f"{m.macs:,}", None if m.accuracy is None else f"{100 * m.accuracy:.2f}%",
               None if m.memory_bytes is None else f"{m.memory_bytes / 2**20:.1f}"]
              for m in self.models])

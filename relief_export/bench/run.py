@@ -41,8 +41,8 @@ def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 
     validate.flag("memory", memory)
     stats = [graph_stats(p) for p in files]
     _check_signatures(files, stats, batch_sizes)
-    models = [ModelInfo(str(p), p.stat().st_size, s.parameters, s.nonzero, s.macs)
-              for p, s in zip(files, stats, strict=True)]
+    models = [ModelInfo(str(p), p.stat().st_size, s.parameters, s.nonzero, s.macs,
+                        precision=s.precision) for p, s in zip(files, stats, strict=True)]
     report = BenchReport(models, list(batch_sizes), list(threads), warmup, repeats)
     if data is not None:
         _accuracy(report, files, stats[0], data)

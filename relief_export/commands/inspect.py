@@ -4,6 +4,7 @@ remove and the weight format export would choose; nothing is written."""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,18 +62,35 @@ def _inspect_onnx(path: Path) -> int:
     except Exception as error:
         raise ReliefError(f"{path}: corrupt ONNX file ({first_line(error)})") from None
     check = check_integrity(model)
-    props = {p.key: p.value for p in model.metadata_props if p.key != "weight_formats"}
+    props = {p.key: p.value for p in model.metadata_props
+             if p.key not in ("weight_formats", "int8")}
     rows: list[list[Any]] = [["opset", ", ".join(f"{o.domain or 'ai.onnx'} {o.version}"
                                 for o in model.opset_import)],
             ["nodes", len(model.graph.node)], ["initializers", len(model.graph.initializer)],
             *[[key, value] for key, value in props.items()],
             ["weights sha256 now", check.actual], ["integrity", check.status]]
     print(f"{path} (ONNX model)")
-    print(format_table(["", ""], rows))
+    print(format_table(["", ""], rows + _int8_rows(model)))
     if check.recorded and check.recorded != check.actual:
         raise ReliefError(f"{path}: corrupt: its weights do not match the sha256 recorded "
                           "when it was exported")
     return 0
+
+
+def _int8_rows(model: onnx.ModelProto) -> list[list[Any]]:
+    """How an int8 export runs each layer, from the "int8" entry it records."""
+    recorded = next((p.value for p in model.metadata_props if p.key == "int8"), None)
+    if recorded is None:
+        return []
+    try:
+        int8 = json.loads(recorded)
+        rows = [["int8 calibration", int8["calibration"]], ["int8 choice", int8["chosen"]],
+                ["layers in fp32", ", ".join(int8["fp32_layers"]) or "none"]]
+        if int8["measured_int8"] is not None:
+            rows.append(["faster in int8 alone", ", ".join(int8["measured_int8"]) or "none"])
+    except (ValueError, KeyError, TypeError):
+        return [["int8", "unreadable record"]]
+    return rows
 
 
 def print_notes(notes: list[str]) -> None:

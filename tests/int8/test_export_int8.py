@@ -56,8 +56,13 @@ def test_int8_export_end_to_end(trained_lenet, tmp_path, capsys):
     assert out.stat().st_size < 0.6 * fp32_out.stat().st_size
     metadata = {p.key: p.value for p in onnx.load(out).metadata_props}
     recorded = json.loads(metadata["int8"])
-    assert recorded["method"] == int8["method"] and recorded["chosen"] == int8["chosen"]
-    assert len(recorded["layers"]) == 3 and recorded["chosen"] in int8["whole_model_ms"]
+    assert recorded["calibration"] == f"{int8['method']} on {int8['calibration']}"
+    assert recorded["chosen"] == int8["chosen"] and recorded["chosen"] in int8["whole_model_ms"]
+    assert recorded["measured_int8"] == [c["name"] for c in int8["layers"] if c["int8"]]
+    assert recorded["fp32_layers"] == int8["fp32_layers"]
+    assert len(int8["layers"]) == 3
+    code, shown, _ = run_cli(["inspect", out], capsys)
+    assert code == 0 and "int8 choice" in shown and int8["chosen"] in shown
 
 
 def test_onnxruntime_folds_the_decoders_and_runs_int8_kernels(tmp_path, capsys):

@@ -5,5 +5,7 @@ from .cap_ir_version import CapIrVersion
 from .drop_identity_mul import DropIdentityMul
 from .encode_weights import EncodeWeights, TensorChoice
 from .set_metadata import SetMetadata
+from .slim_graph import ClearValueInfo, DropZeroBiasZeroPoints
 
-__all__ = ["CapIrVersion", "DropIdentityMul", "EncodeWeights", "SetMetadata", "TensorChoice"]
+__all__ = ["CapIrVersion", "ClearValueInfo", "DropIdentityMul", "DropZeroBiasZeroPoints",
+           "EncodeWeights", "SetMetadata", "TensorChoice"]
