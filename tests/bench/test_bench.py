@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import onnx_ir as ir
@@ -111,7 +112,8 @@ def test_benchmark_json_plot_and_accuracy(tmp_path):
     assert set(saved) == {"schema_version", "batch_sizes", "threads", "warmup", "repeats",
                           "models", "measurements", "comparisons"}
     assert set(saved["models"][0]) == {"path", "file_bytes", "parameters", "nonzero", "macs",
-                                       "accuracy", "memory_bytes"}
+                                       "accuracy", "memory_bytes", "precision"}
+    assert [m["precision"] for m in saved["models"]] == ["fp32"] * len(saved["models"])
     assert set(saved["measurements"][0]) == {"model", "threads", "batch", "median_ms",
                                              "p90_ms", "p99_ms", "throughput", "session_ms"}
     assert len(saved["comparisons"]) == 4
@@ -146,13 +148,22 @@ def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     assert (tmp_path / "b.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_in_quick_mode(tmp_path, capsys):
     code, _, err = run_cli(["demo", "--out", tmp_path / "demo", "--quick"], capsys)
     assert code == 0, err
     folder = tmp_path / "demo"
     report = (folder / "report.md").read_text()
-    for heading in ("## lenet300_100", "## lenet5", "weights left", "median ms"):
+    for heading in ("## lenet300_100", "## lenet5", "weights left", "median ms",
+                    "The stacked picture", "int8 export of the dense model",
+                    "int8 export of the pruned model"):
         assert heading in report
+    for name in ("lenet300_100", "lenet5"):  # the int8 rows, or why one is missing
+        for kind in ("dense", "pruned"):
+            path = folder / f"{name}-{kind}-int8.onnx"
+            row = re.search(rf"{re.escape(str(path))} +int8 ", report)
+            assert (path.exists() and row is not None) or \
+                (not path.exists() and "int8 top-1 agreement with fp32 is" in report)
     for figure in ("accuracy_vs_weights.png", "latency.png", "lenet300_100_before_after.png"):
         assert (folder / figure).read_bytes().startswith(b"\x89PNG")
     x = np.random.default_rng(0).random((2, 1, 28, 28), dtype=np.float32)

@@ -8,9 +8,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from torch import nn
 
-from relief_export import data, models, read_model, save_checkpoint
+from relief_export import benchmark, data, models, read_model, save_checkpoint
 from relief_export.ort import session
 
 from ..compile.masking import random_masks
@@ -61,6 +60,13 @@ def test_int8_export_end_to_end(trained_lenet, tmp_path, capsys):
     assert recorded["measured_int8"] == [c["name"] for c in int8["layers"] if c["int8"]]
     assert recorded["fp32_layers"] == int8["fp32_layers"]
     assert len(int8["layers"]) == 3
+    # bench counts the int8 weights as the same parameters and MACs, labelled int8
+    bench = benchmark([fp32_out, out], batch_sizes=(2,), repeats=2, progress=False,
+                      memory=False)
+    fp32_info, int8_info = bench.models
+    assert (fp32_info.precision, int8_info.precision) == ("fp32", "int8")
+    assert int8_info.parameters == fp32_info.parameters and int8_info.macs == fp32_info.macs
+    assert 0.99 * fp32_info.nonzero <= int8_info.nonzero <= fp32_info.nonzero
     code, shown, _ = run_cli(["inspect", out], capsys)
     assert code == 0 and "int8 choice" in shown and int8["chosen"] in shown
 
@@ -113,3 +119,74 @@ def test_the_agreement_gate_fails_with_exit_1_and_no_file(tmp_path, capsys):
     assert "int8 top-1 agreement with fp32 is" in err and "below the 99.00% required" in err
     code, _, err = run_cli([*args, "--accept-accuracy-drop", "100"], capsys)
     assert code == 0 and out.exists(), err
+
+
+@pytest.fixture()
+def no_data_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = models.build("lenet300_100").eval()
+    random_masks(model, 1, unit_rate=0.2, connection_rate=0.8)
+    return save_checkpoint(tmp_path / "m.pt", model, arch={"name": "lenet300_100",
+                                                           "kwargs": {}},
+                           input_shape=MNIST_SHAPE)
+
+
+@pytest.mark.parametrize("options, message", [
+    ([], "--int8 needs calibration data: pass --calib-data SPEC"),
+    (["--calib-data", "synthetic:3,32,32,10"],
+     "calibration data synthetic:3,32,32,10: samples of shape [3, 32, 32] do not fit the "
+     "model's input [1, 28, 28]"),
+    (["--calib-data", "nope"], "unknown data spec 'nope'"),
+    (["--fp16-weights"], "--int8 and --fp16-weights exclude each other"),
+    (["--calib-method", "best"], "calib_method must be one of auto, minmax, percentile, "
+                                 "entropy, got 'best'"),
+    (["--int8-layers", "some"], "int8_layers must be one of auto, all, got 'some'"),
+    (["--calib-samples", "0"], "calib_samples must be"),
+    (["--accept-accuracy-drop", "-1"], "accept_accuracy_drop must be in [0, 100]"),
+    (["--int8-batch", "0"], "int8_batch must be"),
+])
+def test_int8_bad_input_is_one_line_exit_2_and_no_file(no_data_checkpoint, tmp_path, capsys,
+                                                       options, message):
+    out = tmp_path / "q.onnx"
+    code, _, err = run_cli([no_data_checkpoint, "--out", out, "--int8", *options], capsys)
+    assert code == 2 and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_calibration_options_need_int8(no_data_checkpoint, tmp_path, capsys):
+    code, _, err = run_cli([no_data_checkpoint, "--out", tmp_path / "q.onnx", "--calib-data",
+                            "mnist5k"], capsys)
+    assert code == 2 and "the calibration options apply to int8 export only" in err
+
+
+def test_a_layer_the_quantizer_leaves_in_fp32_is_named(no_data_checkpoint, tmp_path, capsys,
+                                                      monkeypatch):
+    import relief_export.int8 as int8
+
+    real = int8.quantize
+
+    def skipping_first_layer(model, samples, method="minmax", keep_fp32=()):
+        first = next(n.name for n in model.graph.node if n.op_type == "Gemm")
+        return real(model, samples, method, {*keep_fp32, first})
+
+    monkeypatch.setattr(int8, "quantize", skipping_first_layer)
+    out = tmp_path / "q.onnx"
+    code, _, err = run_cli([no_data_checkpoint, "--out", out, "--int8", "--calib-synthetic",
+                            "--int8-layers", "all"], capsys)
+    assert code == 2 and not out.exists()
+    assert "onnxruntime.quantization leaves 1 node(s) with weights in fp32: node_" in err
+    assert "(Gemm)" in err
+
+
+def test_synthetic_calibration_is_said(no_data_checkpoint, tmp_path, capsys):
+    out, report = tmp_path / "q.onnx", tmp_path / "r.json"
+    code, stdout, err = run_cli([no_data_checkpoint, "--out", out, "--int8",
+                                 "--calib-synthetic", "--calib-method", "minmax",
+                                 "--accept-accuracy-drop", "100", "--report", report], capsys)
+    assert code == 0, err
+    int8 = json.loads(report.read_text())["int8"]
+    assert int8["calibration"] == "256 synthetic N(0,1) samples (--calib-synthetic)"
+    assert int8["check"]["fp32_accuracy"] is None and int8["check"]["samples"] == 500
+    assert list(int8["method_agreement"]) == ["minmax"]
+    assert "synthetic" in stdout
