@@ -37,17 +37,14 @@ import onnxruntime
 
 from relief_export import models
 from relief_export.bench.graph_stats import graph_stats
-from relief_export.bench.latency import create_session, time_interleaved
 from relief_export.int8 import int8_samples
 from relief_export.onnx.quantize import quantize
 from relief_export.pipeline import export_onnx
 from relief_export.table import format_table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_export import masked_checkpoint
-from bench_suite import nnrelief_lenet
+from bench_suite import REPEATS, latency, suite_checkpoints
 
-REPEATS = {1: 50, 64: 10}
 KINDS = ("dense fp32", "ours fp32", "dense int8", "ours int8")
 
 
@@ -66,21 +63,6 @@ def build(arch: str, checkpoint: Path, folder: Path) -> tuple[dict[str, Path], d
     return files, {"fp32": fp32, "int8": int8}
 
 
-def latency(files: dict[str, Path], shape: tuple[int, ...], runs: int
-            ) -> dict[int, dict[str, list[float]]]:
-    """Per batch: per-run medians (ms) of every file, timed interleaved."""
-    result: dict[int, dict[str, list[float]]] = {}
-    for batch, repeats in REPEATS.items():
-        feed = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
-        medians: dict[str, list[float]] = {kind: [] for kind in files}
-        for _ in range(runs):
-            sessions = {kind: create_session(str(path), 1)[0] for kind, path in files.items()}
-            for kind, samples in time_interleaved(sessions, feed, 3, repeats).items():
-                medians[kind].append(1e3 * float(np.median(samples)))
-        result[batch] = medians
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoints", type=Path, default=None)
@@ -92,10 +74,7 @@ def main() -> None:
     records, rows, checks = [], [], []
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
-        sources = {"lenet300_100": nnrelief_lenet("lenet300_100", folder, args.checkpoints),
-                   "lenet5": nnrelief_lenet("lenet5", folder, args.checkpoints),
-                   "vgg16": masked_checkpoint("vgg16", folder),
-                   "resnet56": masked_checkpoint("resnet56", folder)}
+        sources = suite_checkpoints(folder, args.checkpoints)
         for arch, checkpoint in sources.items():
             files, reports = build(arch, checkpoint, folder)
             stats = {kind: graph_stats(path) for kind, path in files.items()}

@@ -63,22 +63,29 @@ def nnrelief_lenet(arch: str, folder: Path, source: Path | None) -> Path:
                            history=result.history)
 
 
+def suite_checkpoints(folder: Path, lenets: Path | None) -> dict[str, Path]:
+    """The suite's four checkpoints (LeNets from ``lenets`` when it holds them)."""
+    return {"lenet300_100": nnrelief_lenet("lenet300_100", folder, lenets),
+            "lenet5": nnrelief_lenet("lenet5", folder, lenets),
+            "vgg16": masked_checkpoint("vgg16", folder),
+            "resnet56": masked_checkpoint("resnet56", folder)}
+
+
 def slimmed_bytes(dense: Path) -> int:
     return len(onnxslim.slim(onnx.load(dense)).SerializeToString())
 
 
-def latency(dense: Path, ours: Path, shape: tuple[int, ...], runs: int
+def latency(files: dict[str, Path], shape: tuple[int, ...], runs: int
             ) -> dict[int, dict[str, list[float]]]:
-    """Per batch: per-run medians (ms) for "dense" and "ours"."""
+    """Per batch: per-run medians (ms) of every file, timed interleaved (A B C A B C ...),
+    each run with fresh sessions."""
     result: dict[int, dict[str, list[float]]] = {}
     for batch, repeats in REPEATS.items():
         feed = np.random.default_rng(0).random((batch, *shape), dtype=np.float32)
-        medians: dict[str, list[float]] = {"dense": [], "ours": []}
+        medians: dict[str, list[float]] = {name: [] for name in files}
         for _ in range(runs):
-            sessions = {"dense": create_session(str(dense), 1)[0],
-                        "ours": create_session(str(ours), 1)[0]}
-            times = time_interleaved(sessions, feed, warmup=3, repeats=repeats)
-            for name, samples in times.items():
+            sessions = {name: create_session(str(path), 1)[0] for name, path in files.items()}
+            for name, samples in time_interleaved(sessions, feed, 3, repeats).items():
                 medians[name].append(1e3 * float(np.median(samples)))
         result[batch] = medians
     return result
@@ -93,17 +100,14 @@ def main() -> None:
     rows, records = [], []
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
-        sources = {"lenet300_100": nnrelief_lenet("lenet300_100", folder, args.checkpoints),
-                   "lenet5": nnrelief_lenet("lenet5", folder, args.checkpoints),
-                   "vgg16": masked_checkpoint("vgg16", folder),
-                   "resnet56": masked_checkpoint("resnet56", folder)}
+        sources = suite_checkpoints(folder, args.checkpoints)
         for arch, checkpoint in sources.items():
             ours, dense = folder / f"{arch}.onnx", folder / f"{arch}-dense.onnx"
             report = export_onnx(checkpoint, ours, dense_out=dense)
             loaded = read_model(checkpoint)
             remaining = loaded.history[-1]["remaining_weights"] if loaded.history else None
             dense_stats, our_stats = graph_stats(dense), graph_stats(ours)
-            timing = latency(dense, ours, our_stats.input_shape, args.runs)
+            timing = latency({"dense": dense, "ours": ours}, our_stats.input_shape, args.runs)
             limit = dense_stats.macs / our_stats.macs
             record = {"model": arch, "masks": "NNrelief" if loaded.history else "NNrelief-like",
                       "remaining_weights": remaining, "parameters": report.params_dense,
