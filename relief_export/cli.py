@@ -84,6 +84,10 @@ def _bench_parser(sub) -> None:
     parser.add_argument("--plot", default=None, help="write latency and size plots (PNG)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement (two child processes per model)")
+    parser.add_argument("--int8-baseline", default=None, metavar="OUT.onnx",
+                        help="also quantize the first model (static QDQ, per-channel int8, "
+                        "calibrated on the training split of --data), write it to OUT.onnx "
+                        "and benchmark it: the dense int8 row")
     parser.set_defaults(handler=_run_bench)
 
 
