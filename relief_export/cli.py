@@ -170,12 +170,12 @@ def _int8_options(group: argparse._ArgumentGroup) -> None:
                        help="calibration data (default: the checkpoint's data set)")
     group.add_argument("--calib-samples", type=int, default=256, metavar="N",
                        help="training samples that calibrate activation ranges (default 256)")
-    group.add_argument("--calib-method", default="auto",
+    group.add_argument("--calib-method", default="auto", metavar="METHOD",
                        help="minmax, percentile, entropy or auto: the one whose model agrees "
                        "best with fp32 on held-out samples (default auto)")
     group.add_argument("--calib-synthetic", action="store_true",
                        help="without data: calibrate on N(0,1) samples (the report says so)")
-    group.add_argument("--int8-layers", default="auto",
+    group.add_argument("--int8-layers", default="auto", metavar="auto|all",
                        help="auto: int8 only where it measures faster (per layer, then the "
                        "whole model); all: every layer (default auto)")
     group.add_argument("--int8-batch", type=int, default=64, metavar="N",
