@@ -180,8 +180,8 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     data = proto.SerializeToString()
     if fp32 is not None:
         verify.check_structure(proto)
-        verify.same_outputs(data, ir.to_proto(ir.serde.deserialize_model(quantized))
-                            .SerializeToString(), verify.seeded_inputs(list(example.shape)))
+        verify.same_outputs(data, quantized.SerializeToString(),
+                            verify.seeded_inputs(list(example.shape)))
     elif verify_outputs:
         _verify(report, proto, data, loaded, compacted, example)
     dense_data = _dense_bytes(loaded.model, example, opset) if dense_out else None

@@ -15,7 +15,7 @@ from ..bench.latency import time_interleaved
 from ..errors import ReliefError, VerificationError
 from ..onnx.quantize import CALIBRATION_METHODS, left_in_fp32, quantize
 from ..ort import session
-from .accuracy import Agreement, agreement
+from .accuracy import Agreement, agreement, predictions
 from .layers import LayerChoice, choose_layers
 from .samples import Samples, int8_samples
 
@@ -62,12 +62,13 @@ def to_int8(fp32: onnx.ModelProto, samples: Samples, *, method: str = "auto",
         report.layers = choose_layers(fp32, batch, progress=say)
     keep = {c.name for c in report.layers if not c.int8}
     fp32_bytes = fp32.SerializeToString()
+    reference = predictions(fp32_bytes, samples.selection)
     candidates = {}
     for name in CALIBRATION_METHODS if method == "auto" else (method,):
         say(f"calibrating int8 ranges ({name}) on {samples.source}")
         candidates[name] = quantize(fp32, samples.calibration, name, keep)
-        report.method_agreement[name] = agreement(
-            fp32_bytes, candidates[name].SerializeToString(), samples.selection).agreement
+        chosen = predictions(candidates[name].SerializeToString(), samples.selection)
+        report.method_agreement[name] = float(np.mean(chosen == reference))
     report.method = max(report.method_agreement, key=report.method_agreement.__getitem__)
     model = candidates[report.method]
     _check_quantized(model, keep)
