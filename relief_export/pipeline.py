@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import torch
 from onnx_ir.passes.common import ClearMetadataAndDocStringPass
@@ -133,14 +134,11 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     validate.integer("opset", opset, MIN_OPSET, MAX_OPSET)
     validate.integer("align", align, 1, MAX_ALIGN)
     for name, value in (("fp16_weights", fp16_weights), ("verify_outputs", verify_outputs),
-                        ("trust", trust), ("allow_factory", allow_factory), ("int8", int8),
-                        ("calib_synthetic", calib_synthetic)):
+                        ("trust", trust), ("allow_factory", allow_factory), ("int8", int8)):
         validate.flag(name, value)
-    validate.choice("calib_method", calib_method, METHODS)
-    validate.choice("int8_layers", int8_layers, LAYER_MODES)
-    _check_int8_options(int8, fp16_weights, calib_samples, int8_batch, accept_accuracy_drop)
-    if not int8 and (calib_data is not None or calib_synthetic or accept_accuracy_drop):
-        raise ReliefError("the calibration options apply to int8 export only; add --int8")
+    options = Int8Options(calib_data, calib_samples, calib_method, calib_synthetic,
+                          int8_layers, int8_batch, accept_accuracy_drop)
+    options.check(int8, fp16_weights)
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
     loaded = _load(model_or_path, trust, allow_factory)
     example = _example(loaded, example_inputs, input_shape)
@@ -152,23 +150,11 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     ir.passes.Sequential(DropIdentityMul(), ClearMetadataAndDocStringPass())(exported)
     report.source_sha256 = loaded.sha256
     _count(report, loaded.model, compacted, compaction.to_dict())
-    fp32 = None
-    if int8:
-        fp32 = ir.to_proto(exported)
+    fp32 = ir.to_proto(exported) if int8 else None
+    if fp32 is not None:
         if verify_outputs:
             _verify(report, fp32, fp32.SerializeToString(), loaded, compacted, example)
-        samples = int8_samples(calib_data or loaded.data, list(example.shape), calib_samples,
-                               calib_synthetic)
-        quantized, int8_report = to_int8(fp32, samples, method=calib_method,
-                                         layers=int8_layers, batch=int8_batch,
-                                         accept_drop=accept_accuracy_drop, progress=progress)
-        report.int8 = int8_report.to_dict()
-        if int8_report.chosen == "fp32":
-            times = int8_report.whole_model_ms
-            report.notes.append(
-                f"--int8: fp32 measured fastest here ({times['fp32']:.2f} ms against "
-                f"{min(times['int8 per layer'], times['int8 everywhere']):.2f} ms in int8 at "
-                f"batch {int8_batch}); the file is fp32 (--int8-layers all forces int8)")
+        quantized = _quantize(report, fp32, loaded, list(example.shape), options, progress)
         exported = ir.serde.deserialize_model(quantized)
     encode = EncodeWeights(MODES[weights], np.float16 if fp16_weights else np.float32)
     ir.passes.PassManager([encode, DropZeroBiasZeroPoints(), ClearValueInfo(),
@@ -197,19 +183,59 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     return report
 
 
-def _check_int8_options(int8: bool, fp16: bool, calib_samples: int, batch: int,
-                        accept_drop: float) -> None:
-    validate.integer("calib_samples", calib_samples, 1, 100_000)
-    validate.integer("int8_batch", batch, 1, 4096)
-    validate.number("accept_accuracy_drop", accept_drop, 0, 100)
-    if int8 and fp16:
-        raise ReliefError("--int8 and --fp16-weights exclude each other: int8 stores weights "
-                          "as int8 already")
+@dataclass(frozen=True)
+class Int8Options:
+    """export_onnx's int8 arguments (see ``relief_export.int8``)."""
+
+    calib_data: str | None
+    calib_samples: int
+    calib_method: str
+    calib_synthetic: bool
+    layers: str
+    batch: int
+    accept_drop: float
+
+    def check(self, int8: bool, fp16: bool) -> None:
+        validate.flag("calib_synthetic", self.calib_synthetic)
+        validate.choice("calib_method", self.calib_method, METHODS)
+        validate.choice("int8_layers", self.layers, LAYER_MODES)
+        validate.integer("calib_samples", self.calib_samples, 1, 100_000)
+        validate.integer("int8_batch", self.batch, 1, 4096)
+        validate.number("accept_accuracy_drop", self.accept_drop, 0, 100)
+        if int8 and fp16:
+            raise ReliefError("--int8 and --fp16-weights exclude each other: int8 stores "
+                              "weights as int8 already")
+        if not int8 and (self.calib_data is not None or self.calib_synthetic
+                         or self.accept_drop):
+            raise ReliefError("the calibration options apply to int8 export only; add --int8")
+
+
+def _quantize(report: ExportReport, fp32: onnx.ModelProto, loaded: LoadedModel,
+              shape: list[int], options: Int8Options,
+              progress: Callable[[str], None] | None) -> onnx.ModelProto:
+    """The int8 stage: samples, to_int8, and what it chose in the report."""
+    samples = int8_samples(options.calib_data or loaded.data, shape, options.calib_samples,
+                           options.calib_synthetic)
+    quantized, int8_report = to_int8(fp32, samples, method=options.calib_method,
+                                     layers=options.layers, batch=options.batch,
+                                     accept_drop=options.accept_drop, progress=progress)
+    report.int8 = int8_report.to_dict()
+    if int8_report.chosen == "fp32":
+        times = int8_report.whole_model_ms
+        report.notes.append(
+            f"--int8: fp32 measured fastest here ({times['fp32']:.2f} ms against "
+            f"{min(times['int8 per layer'], times['int8 everywhere']):.2f} ms in int8 at "
+            f"batch {options.batch}); the file is fp32 (--int8-layers all forces int8)")
+    return quantized
+
+
+def _calibration_text(int8: dict[str, Any]) -> str:
+    return f"{int8['method']} on {int8['calibration']}"
 
 
 def _int8_rows(int8: dict[str, Any]) -> list[list[str]]:
     check = int8["check"]
-    rows = [["int8: calibration", f"{int8['method']} on {int8['calibration']}"],
+    rows = [["int8: calibration", _calibration_text(int8)],
             ["int8: layers kept in fp32", ", ".join(int8["fp32_layers"]) or "none"],
             ["int8: top-1 agreement with fp32",
              f"{100 * check['agreement']:.2f}% of {check['samples']} samples"]]
@@ -296,7 +322,7 @@ def _int8_metadata(int8: dict[str, Any]) -> dict[str, Any]:
     """What inspect shows of an int8 file: how each layer runs and how that was decided (the
     timings stay in the --report JSON)."""
     int8_layers = [c["name"] for c in int8["layers"] if c["int8"]]
-    return {"calibration": f"{int8['method']} on {int8['calibration']}",
+    return {"calibration": _calibration_text(int8),
             "chosen": int8["chosen"], "fp32_layers": int8["fp32_layers"],
             "measured_int8": int8_layers if int8["layers"] else None}
 

@@ -24,11 +24,11 @@ from onnxruntime.quantization import (
 
 from ..errors import ReliefError, first_line
 from ..quiet import quiet_libraries
+from .passes.encode_weights import LAYER_WEIGHT_INPUTS
 
 CALIBRATION_METHODS = {"minmax": CalibrationMethod.MinMax,
                        "percentile": CalibrationMethod.Percentile,
                        "entropy": CalibrationMethod.Entropy}
-WEIGHTED_OPS = {"Conv": 1, "Gemm": 1, "MatMul": 1}
 CALIBRATION_BATCH = 32
 
 
@@ -74,7 +74,7 @@ def layer_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     constants = {t.name for t in model.graph.initializer}
     constants |= {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"
                   and n.input[0] in constants}
-    return [n for n in model.graph.node if (index := WEIGHTED_OPS.get(n.op_type)) is not None
+    return [n for n in model.graph.node if (index := LAYER_WEIGHT_INPUTS.get(n.op_type)) is not None
             and len(n.input) > index and n.input[index] in constants]
 
 

@@ -20,7 +20,9 @@ import onnx_ir as ir
 
 from ..formats import FORMATS, Decoder, Encoded, smallest
 
-WEIGHT_INPUTS = {"Conv": 1, "Gemm": 1, "MatMul": 1, "DequantizeLinear": 0}
+# the input index of the weight of each layer op, and of a quantized weight
+LAYER_WEIGHT_INPUTS = {"Conv": 1, "Gemm": 1, "MatMul": 1}
+WEIGHT_INPUTS = {**LAYER_WEIGHT_INPUTS, "DequantizeLinear": 0}
 ENCODED_DTYPES = (np.float32, np.int8)
 
 
