@@ -28,10 +28,12 @@ from torch import nn
 from . import models, validate
 from .errors import ReliefError, first_line
 from .files import write_file
+from .lift_aten import lift_layers
 from .masks import apply_masks, effective_state_dict, masks_of
+from .onnx_input import read_onnx
 from .pt2 import load_export_archive
 from .quiet import current_folder_importable, not_importable
-from .safe_torch import ONNX, PT2, load_torch_file, sniff
+from .safe_torch import ONNX, PT2, TORCH, load_torch_file, sniff
 
 FORMAT = "relief_export.checkpoint"
 VERSION = 2
@@ -49,7 +51,7 @@ class LoadedModel:
 
     model: nn.Module
     source: Path
-    kind: str  # "checkpoint", "torch.export", "pickle" or "module"
+    kind: str  # "checkpoint", "torch.export", "onnx", "state_dict", "pickle" or "module"
     input_shape: list[int] | None = None
     data: str | None = None
     arch: dict[str, Any] | None = None
@@ -97,14 +99,19 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: dict[str, Any],
     return write_file(path, buffer.getvalue(), inputs=inputs)
 
 
-def load_model(path: str | Path, *, trust: bool = False,
-               allow_factory: bool = False) -> nn.Module:
-    """A masked model from a checkpoint, a ``.pt2`` torch.export archive, or (trusted) a pickle."""
-    return read_model(path, trust=trust, allow_factory=allow_factory).model
+def load_model(path: str | Path, *, trust: bool = False, allow_factory: bool = False,
+               arch: str | None = None, arch_kwargs: dict[str, Any] | None = None
+               ) -> nn.Module:
+    """A masked model from a checkpoint, a ``.pt2`` torch.export archive, a state_dict with
+    its architecture ``arch`` (a zoo name or ``pkg.module:Class``, built with ``arch_kwargs``),
+    or (trusted) a pickle."""
+    return read_model(path, trust=trust, allow_factory=allow_factory, arch=arch,
+                      arch_kwargs=arch_kwargs).model
 
 
-def read_model(path: str | Path, *, trust: bool = False,
-               allow_factory: bool = False) -> LoadedModel:
+def read_model(path: str | Path, *, trust: bool = False, allow_factory: bool = False,
+               arch: str | None = None, arch_kwargs: dict[str, Any] | None = None
+               ) -> LoadedModel:
     """Like ``load_model`` but also returns the file's input shape, data spec, history,
     sha256 and notes."""
     if not isinstance(path, (str, Path)):
@@ -114,12 +121,19 @@ def read_model(path: str | Path, *, trust: bool = False,
     source = Path(path)
     if not source.is_file():
         raise ReliefError(f"{source}: no such file")
+    named = _named_arch(arch, arch_kwargs)
     kind = sniff(source)
+    if named is not None and kind != TORCH:
+        raise ReliefError(f"{source}: --arch applies to state_dict files; this is a {kind}")
     if kind == ONNX:
-        raise ReliefError(f"{source}: is an ONNX model; this command reads PyTorch models "
-                          "(use `relief-export inspect` or `bench` for ONNX files)")
-    loaded = _read_export_archive(source, trust) if kind == PT2 else \
-        _read_torch_file(source, trust, allow_factory)
+        module, shape, notes = read_onnx(source)
+        loaded = LoadedModel(module, source, "onnx", shape, notes=notes)
+    elif kind == PT2:
+        loaded = _read_export_archive(source, trust)
+    elif named is not None:
+        loaded = _read_state_dict(source, named, allow_factory)
+    else:
+        loaded = _read_torch_file(source, trust, allow_factory)
     _check_model_tensors(loaded.model, source)
     loaded.sha256 = file_sha256(source)
     return loaded
@@ -129,6 +143,10 @@ def _read_torch_file(source: Path, trust: bool, allow_factory: bool) -> LoadedMo
     payload = load_torch_file(source, trust=trust)
     if isinstance(payload, nn.Module):
         return LoadedModel(payload.eval(), source, "pickle")
+    if isinstance(payload, dict) and _state_dict_of(payload) is not None:
+        raise ReliefError(f"{source}: a state_dict (weights without their architecture); "
+                          "name the architecture with --arch ZOO_NAME or --arch "
+                          "pkg.module:Class --allow-factory (arch=... in Python)")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ReliefError(f"{source}: not a relief_export checkpoint (no '{FORMAT}' tag); "
                           "save models with relief_export.save_checkpoint or relief-export train")
@@ -153,7 +171,7 @@ def _from_payload(payload: dict, source: Path, allow_factory: bool) -> LoadedMod
         model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as error:
         raise ReliefError(f"{source}: weights do not fit architecture {arch}: "
-                          f"{first_line(error)}") from None
+                          f"{_load_error(error)}") from None
     _check_masks(model, masks, source)
     apply_masks(model, masks)
     model.eval()
@@ -161,6 +179,61 @@ def _from_payload(payload: dict, source: Path, allow_factory: bool) -> LoadedMod
                        _text_or_none(payload.get("data"), "data", source), arch,
                        _record(payload.get("metrics", {}), "metrics", source),
                        _records(payload.get("history", []), source), notes=notes)
+
+
+def _named_arch(arch: Any, kwargs: Any) -> dict[str, Any] | None:
+    """--arch / --arch-kwargs as a checkpoint's arch entry (zoo name or factory)."""
+    if arch is None:
+        if kwargs:
+            raise ReliefError("--arch-kwargs needs --arch")
+        return None
+    if not isinstance(arch, str):
+        raise ReliefError(f"arch must be a zoo name or 'pkg.module:Class', got {arch!r}")
+    key = "factory" if ":" in arch else "name"
+    return _check_arch({key: arch, "kwargs": dict(kwargs or {})}, "--arch")
+
+
+def _state_dict_of(payload: dict) -> dict[str, torch.Tensor] | None:
+    """The tensors of a state_dict file: the dict itself, or its 'state_dict' entry."""
+    table = payload.get("state_dict", payload) if "format" not in payload else None
+    if isinstance(table, dict) and table and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in table.items()):
+        return table
+    return None
+
+
+def _read_state_dict(source: Path, arch: dict[str, Any], allow_factory: bool) -> LoadedModel:
+    """A state_dict file with a named architecture; ``X_orig`` / ``X_mask`` pairs
+    (torch.nn.utils.prune) load as ``X = X_orig * X_mask`` with that mask."""
+    payload = load_torch_file(source, trust=False)
+    state = _state_dict_of(payload) if isinstance(payload, dict) else None
+    if state is None:
+        raise ReliefError(f"{source}: --arch needs a state_dict file (a dict of tensors), "
+                          f"this holds {type(payload).__name__}")
+    masks = {key[: -len("_mask")]: value.bool() for key, value in state.items()
+             if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in state}
+    plain = {key: value for key, value in state.items()
+             if not (key.endswith("_orig") and key[: -len("_orig")] in masks)
+             and not (key.endswith("_mask") and key[: -len("_mask")] in masks)}
+    for name, mask in masks.items():
+        plain[name] = state[name + "_orig"] * mask
+    model = _build_arch(arch, source, allow_factory)
+    try:
+        model.load_state_dict(plain)
+    except (RuntimeError, KeyError, TypeError) as error:
+        raise ReliefError(f"{source}: weights do not fit architecture "
+                          f"{arch.get('name') or arch.get('factory')}: "
+                          f"{_load_error(error)}") from None
+    _check_masks(model, masks, source)
+    apply_masks(model, masks)
+    return LoadedModel(model.eval(), source, "state_dict", arch=arch)
+
+
+def _load_error(error: Exception) -> str:
+    """load_state_dict's message on one line, without its 'Error(s) in loading' header."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = " ".join(lines[1:] if len(lines) > 1 else lines)
+    return text if len(text) <= 400 else text[:400] + " ..."
 
 
 def _field(source: Path, name: str, check: Any) -> Any:
@@ -305,6 +378,8 @@ def _read_export_archive(source: Path, trust: bool) -> LoadedModel:
         raise ReliefError(f"{source}: cannot rebuild a module from the archive "
                           f"({first_line(error)})") from None
     _drop_shape_guards(module)
+    if isinstance(module, torch.fx.GraphModule):
+        lift_layers(module)
     # An exported graph is fixed to the mode it was captured in; train() / eval() would raise.
     module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
     module.eval = types.MethodType(lambda self: self, module)  # type: ignore[method-assign]

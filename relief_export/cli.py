@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ._version import __version__
-from .commands._options import add_fit_options, add_trust_options, positive_list
+from .commands._options import add_fit_options, add_source_options, positive_list
 from .errors import ReliefError
 from .quiet import quiet_libraries
 
@@ -59,7 +59,7 @@ def _prune_parser(sub) -> None:
                        "after each iteration); default 1")
     group.add_argument("--resume", action="store_true",
                        help="continue from the run state OUT.resume of an interrupted run")
-    add_trust_options(parser)
+    add_source_options(parser)
     add_fit_options(parser, epochs=10)
     parser.set_defaults(handler=_run_prune)
 
@@ -116,7 +116,7 @@ def _inspect_parser(sub) -> None:
     parser.add_argument("model", help="checkpoint (.pt), torch.export archive (.pt2) or, with "
                         "--trust-pickle, a pickled nn.Module")
     parser.add_argument("--input-shape", type=positive_list, default=None)
-    add_trust_options(parser)
+    add_source_options(parser)
     parser.set_defaults(handler=_run_inspect)
 
 
@@ -156,9 +156,12 @@ def build_export_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the onnx.checker and onnxruntime-vs-torch checks")
     parser.add_argument("--verbose", action="store_true", help="print one row per tensor")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 1, no file) if a dead unit is kept (other than for "
+                        "--align) or a region is left uncompacted")
     _int8_options(parser.add_argument_group(
         "int8 (static QDQ by onnxruntime.quantization, on top of compaction)"))
-    add_trust_options(parser)
+    add_source_options(parser)
     parser.set_defaults(handler=_run_export)
     return parser
 

@@ -23,7 +23,8 @@ from ._version import __version__
 from .checkpoint import LoadedModel, read_model
 from .compile import compact_with_report
 from .compile.graph import unmasked_copy
-from .errors import ReliefError, first_line
+from .compile.report import CompactionReport
+from .errors import ReliefError, VerificationError, first_line
 from .files import check_output, write_files
 from .int8 import LAYER_MODES, METHODS, int8_samples, to_int8
 from .onnx import verify
@@ -90,6 +91,8 @@ class ExportReport:
         rows = [["parameters (dense)", f"{self.params_dense:,}"],
                 ["nonzero parameters", f"{self.params_nonzero:,}"],
                 ["parameters after compaction", f"{self.params_compact:,}"],
+                ["dead units kept (--strict fails on them)",
+                 f"{self.compaction.get('dead_units_kept', 0):,}"],
                 ["file bytes: dense ONNX", dense],
                 ["file bytes: this model", f"{self.file_bytes:,}"],
                 ["bytes per nonzero weight", f"{self.bytes_per_nonzero:.2f}"],
@@ -101,7 +104,10 @@ class ExportReport:
         if self.int8 is not None:
             rows[-1:-1] = _int8_rows(self.int8)
         formats = ", ".join(f"{f} x{n}" for f, n in self._format_counts().items())
-        return format_table(["", self.out], rows) + f"\nweight formats: {formats}"
+        whole = [f"left uncompacted: {region}"
+                 for region in self.compaction.get("uncompacted", [])]
+        return "\n".join([format_table(["", self.out], rows), f"weight formats: {formats}",
+                          *whole])
 
     def _format_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -115,14 +121,16 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                 input_shape: list[int] | None = None, weights: str = "auto",
                 fp16_weights: bool = False, opset: int = 18, align: int = 8,
                 dense_out: str | Path | None = None, verify_outputs: bool = True,
-                trust: bool = False, allow_factory: bool = False,
+                trust: bool = False, allow_factory: bool = False, arch: str | None = None,
+                arch_kwargs: dict[str, Any] | None = None,
                 report_path: str | Path | None = None, int8: bool = False,
                 calib_data: str | None = None, calib_samples: int = 256,
                 calib_method: str = "auto", calib_synthetic: bool = False,
                 int8_layers: str = "auto", int8_batch: int = 64,
-                accept_accuracy_drop: float = 0.0,
+                accept_accuracy_drop: float = 0.0, strict: bool = False,
                 progress: Callable[[str], None] | None = None) -> ExportReport:
-    """Export a masked model (module, checkpoint, .pt2 or trusted pickle) to a compact ONNX file.
+    """Export a masked model to a compact ONNX file: a module, or a file (checkpoint, .pt2,
+    ONNX, a state_dict with ``arch`` / ``arch_kwargs``, or a trusted pickle).
 
     ``align``: layers keep a multiple of this many units (onnxruntime's CPU kernels work on
     channel blocks of 8); 1 keeps the minimum. ``int8``: quantize the compacted model (see
@@ -134,18 +142,22 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     validate.integer("opset", opset, MIN_OPSET, MAX_OPSET)
     validate.integer("align", align, 1, MAX_ALIGN)
     for name, value in (("fp16_weights", fp16_weights), ("verify_outputs", verify_outputs),
-                        ("trust", trust), ("allow_factory", allow_factory), ("int8", int8)):
+                        ("trust", trust), ("allow_factory", allow_factory), ("int8", int8),
+                        ("strict", strict)):
         validate.flag(name, value)
     options = Int8Options(calib_data, calib_samples, calib_method, calib_synthetic,
                           int8_layers, int8_batch, accept_accuracy_drop)
     options.check(int8, fp16_weights)
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
-    loaded = _load(model_or_path, trust, allow_factory)
+    loaded = _load(model_or_path, trust=trust, allow_factory=allow_factory, arch=arch,
+                   arch_kwargs=arch_kwargs)
     example = _example(loaded, example_inputs, input_shape)
     report = ExportReport(str(loaded.source), str(out_path), weights, fp16_weights,
                           notes=list(loaded.notes))
     compacted, compaction = compact_with_report(loaded.model, example, fold_batchnorm=True,
                                                 align=align)
+    if strict:
+        _check_strict(compaction, loaded.source)
     exported = to_onnx(compacted, example, opset)
     ir.passes.Sequential(DropIdentityMul(), ClearMetadataAndDocStringPass())(exported)
     report.source_sha256 = loaded.sha256
@@ -229,6 +241,13 @@ def _quantize(report: ExportReport, fp32: onnx.ModelProto, loaded: LoadedModel,
     return quantized
 
 
+def _check_strict(compaction: CompactionReport, source: Path) -> None:
+    if compaction.dead_units_kept or compaction.uncompacted:
+        whole = "; ".join(compaction.uncompacted) or "none"
+        raise VerificationError(f"{source}: --strict: {compaction.dead_units_kept} dead "
+                                f"unit(s) kept; left uncompacted: {whole}")
+
+
 def _calibration_text(int8: dict[str, Any]) -> str:
     return f"{int8['method']} on {int8['calibration']}"
 
@@ -265,13 +284,13 @@ def _check_outputs(source: Any, out: Any, dense: Any, report: Any) -> dict[str, 
     return paths
 
 
-def _load(model_or_path: Any, trust: bool, allow_factory: bool) -> LoadedModel:
+def _load(model_or_path: Any, **source: Any) -> LoadedModel:
     if isinstance(model_or_path, nn.Module):
         return LoadedModel(model_or_path.eval(), Path("<module>"), "module")
     if not isinstance(model_or_path, (str, Path)):
         raise ReliefError(f"model_or_path must be an nn.Module or a file name, got "
                           f"{type(model_or_path).__name__}")
-    return read_model(model_or_path, trust=trust, allow_factory=allow_factory)
+    return read_model(model_or_path, **source)
 
 
 def _example(loaded: LoadedModel, example: torch.Tensor | None,
@@ -371,6 +390,13 @@ def real_inputs(spec: str | None, shape: list[int], count: int = 64) -> dict[str
     if list(images.shape[1:]) != list(shape[1:]):
         return {}
     return {f"{min(count, len(images))} test samples of {spec}": images[:count]}
+
+
+def kept_table(report: ExportReport) -> str:
+    """Per layer, the dead units kept and why (``--verbose``)."""
+    return format_table(["layer", "dead units kept: why"],
+                        [[layer["name"], why] for layer in report.compaction.get("layers", [])
+                         for why in layer["kept_reasons"]])
 
 
 def tensor_table(report: ExportReport) -> str:

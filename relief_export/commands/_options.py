@@ -50,8 +50,34 @@ def positive_list(text: str) -> list[int]:
     return values
 
 
-def add_trust_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow loading a pickled nn.Module (runs code from the file)")
-    parser.add_argument("--allow-factory", action="store_true",
-                        help="allow importing the model factory a checkpoint names")
+def add_source_options(parser: argparse.ArgumentParser) -> None:
+    """How MODEL is read: trust, and the architecture of a state_dict."""
+    group = parser.add_argument_group("reading MODEL")
+    group.add_argument("--arch", default=None, metavar="NAME|pkg.module:Class",
+                       help="MODEL is a state_dict: build this zoo architecture or class "
+                       "(a class is imported from the current folder, needs --allow-factory)")
+    group.add_argument("--arch-kwargs", type=json_object, default=None, metavar="JSON",
+                       help='keyword arguments for --arch, e.g. \'{"num_classes": 10}\'')
+    group.add_argument("--trust-pickle", action="store_true",
+                       help="allow loading a pickled nn.Module (runs code from the file)")
+    group.add_argument("--allow-factory", action="store_true",
+                       help="allow importing the model class or factory that MODEL or --arch "
+                       "names (runs that code)")
+
+
+def source_options(args: argparse.Namespace) -> dict:
+    """read_model's keyword arguments from the options above."""
+    return {"trust": args.trust_pickle, "allow_factory": args.allow_factory,
+            "arch": args.arch, "arch_kwargs": args.arch_kwargs}
+
+
+def json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value

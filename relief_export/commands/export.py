@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..pipeline import export_onnx, tensor_table
+from ..pipeline import export_onnx, kept_table, tensor_table
+from ._options import source_options
 from .inspect import print_notes
 
 
@@ -13,16 +14,18 @@ def export_command(args: argparse.Namespace) -> int:
     report = export_onnx(args.model, args.out, input_shape=args.input_shape,
                          weights=args.weights, fp16_weights=args.fp16_weights,
                          opset=args.opset, align=args.align, dense_out=args.dense_out,
-                         verify_outputs=not args.no_verify, trust=args.trust_pickle,
-                         allow_factory=args.allow_factory, report_path=args.report,
+                         verify_outputs=not args.no_verify, **source_options(args),
+                         report_path=args.report,
                          int8=args.int8, calib_data=args.calib_data,
                          calib_samples=args.calib_samples, calib_method=args.calib_method,
                          calib_synthetic=args.calib_synthetic, int8_layers=args.int8_layers,
                          int8_batch=args.int8_batch,
-                         accept_accuracy_drop=args.accept_accuracy_drop, progress=_progress)
+                         accept_accuracy_drop=args.accept_accuracy_drop,
+                         strict=args.strict, progress=_progress)
     print_notes(report.notes)
     if args.verbose:
         print(tensor_table(report))
+        print(kept_table(report))
     print(report.summary())
     return 0
 

@@ -23,12 +23,13 @@ from ..onnx.formats import smallest
 from ..onnx.integrity import check_integrity
 from ..safe_torch import ONNX, sniff
 from ..table import format_table
+from ._options import source_options
 
 
 def inspect_command(args: argparse.Namespace) -> int:
     if Path(args.model).is_file() and sniff(Path(args.model)) == ONNX:
         return _inspect_onnx(Path(args.model))
-    loaded = read_model(args.model, trust=args.trust_pickle, allow_factory=args.allow_factory)
+    loaded = read_model(args.model, **source_options(args))
     print_notes(loaded.notes)
     shape = args.input_shape or loaded.input_shape
     if not shape:
@@ -95,7 +96,7 @@ def _int8_rows(model: onnx.ModelProto) -> list[list[Any]]:
 
 def print_notes(notes: list[str]) -> None:
     for note in notes:
-        print(f"note: {note}", file=sys.stderr)
+        print(note if note.startswith("warning:") else f"note: {note}", file=sys.stderr)
 
 
 def _layer_row(name: str, module: nn.Linear | nn.Conv2d) -> list:

@@ -29,7 +29,7 @@ from ..prune.distributed import World
 from ..prune.relief import ReliefConfig, RunControl, RunInterrupted, RunState, relief
 from ..prune.resume import load_run_state, save_run_state, state_path
 from ..table import format_table
-from ._options import fit_config
+from ._options import fit_config, source_options
 from .inspect import print_notes
 
 
@@ -46,7 +46,7 @@ def prune_command(args: argparse.Namespace) -> int:
 def _prune(args: argparse.Namespace, world: World) -> int:
     out = check_output(args.out, inputs=[args.model])
     saved_state = state_path(out)
-    loaded = read_model(args.model, trust=args.trust_pickle, allow_factory=args.allow_factory)
+    loaded = read_model(args.model, **source_options(args))
     world.check_identical("the input checkpoints of the processes", str(loaded.sha256))
     if world.main:
         print_notes(loaded.notes)

@@ -13,7 +13,7 @@ from ..fx_trace import trace
 from . import graph as g
 from .decide import decide
 from .fold import fold_batchnorms
-from .report import CompactionReport
+from .report import UNCOMPACTED, CompactionReport
 from .rewrite import rewrite
 from .slots import PARTIAL_ADD_COST, build
 
@@ -56,7 +56,7 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     decision = decide(slots, align)
     changes, dropped = rewrite(slots, decision)
     report = CompactionReport(changes, dropped)
-    report.notes += [f"left uncompacted: unsupported {op}" for op in
+    report.notes += [f"{UNCOMPACTED} unsupported {op}" for op in
                      dict.fromkeys(slots.unsupported)]
     report.notes += slots.notes
     if fold_batchnorm:

@@ -8,6 +8,7 @@ import torch
 from torch import fx
 
 from .graph import LayerCall
+from .report import ALIGN_REASON
 from .slots import SlotGraph
 
 
@@ -121,7 +122,7 @@ def _aligned(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor], reasons: dict[
         ids = slots.values[node].ids
         for slot in [ids[j] for j in torch.nonzero(~rows[node]).flatten().tolist()][:short]:
             if slots.union.find(slot) not in reasons:
-                extra[slot] = f"kept to align {layer.name} to {align} units"
+                extra[slot] = f"{ALIGN_REASON} {layer.name} to {align} units"
     return extra
 
 

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 
 from ..table import format_table
 
+ALIGN_REASON = "kept to align"
+UNCOMPACTED = "left uncompacted:"
+
 
 @dataclass
 class LayerChange:
@@ -22,6 +25,7 @@ class LayerChange:
     macs_before: int = 0
     macs_after: int = 0
     kept_constant: int = 0
+    kept_to_align: int = 0
     kept_reasons: list[str] = field(default_factory=list)
 
 
@@ -52,6 +56,17 @@ class CompactionReport:
         return sum(layer.macs_after for layer in self.layers)
 
     @property
+    def dead_units_kept(self) -> int:
+        """Constant (dead) units still in the model for any reason but ``align``."""
+        return sum(layer.kept_constant - layer.kept_to_align for layer in self.layers)
+
+    @property
+    def uncompacted(self) -> list[str]:
+        """Regions left whole, each with its reason."""
+        return [note[len(UNCOMPACTED):].strip() for note in self.notes
+                if note.startswith(UNCOMPACTED)]
+
+    @property
     def changed(self) -> bool:
         return self.params_after != self.params_before or self.input_features_dropped > 0 \
             or bool(self.batchnorm_folded)
@@ -59,7 +74,8 @@ class CompactionReport:
     def to_dict(self) -> dict:
         return {**asdict(self), "params_before": self.params_before,
                 "params_after": self.params_after, "macs_before": self.macs_before,
-                "macs_after": self.macs_after, "changed": self.changed}
+                "macs_after": self.macs_after, "changed": self.changed,
+                "dead_units_kept": self.dead_units_kept, "uncompacted": self.uncompacted}
 
     def __str__(self) -> str:
         rows = [[c.name, "x".join(map(str, c.shape_before)), "x".join(map(str, c.shape_after)),

@@ -11,7 +11,7 @@ from torch import fx, nn
 
 from . import graph as g
 from .decide import Decision
-from .report import LayerChange
+from .report import ALIGN_REASON, LayerChange
 from .slots import ChannelEdit, SlotGraph
 
 
@@ -159,6 +159,7 @@ def _change(slots: SlotGraph, decision: Decision, layer: g.LayerCall, rows: list
         params_before=old_params, params_after=new_params,
         macs_before=layer.weight.numel() * positions, macs_after=new_weight.numel() * positions,
         kept_constant=sum(reasons.values()),
+        kept_to_align=sum(n for why, n in reasons.items() if why.startswith(ALIGN_REASON)),
         kept_reasons=[f"kept {count} constant unit(s): {why}" for why, count in reasons.items()])
 
 
