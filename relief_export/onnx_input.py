@@ -80,12 +80,12 @@ def _input_shape(path: Path, value: ir.Value) -> list[int]:
 
 
 def check_conversion(path: Path, module: nn.Module, shape: list[int], seed: int = 0) -> None:
-    """The converted module against onnxruntime on the file: seeded inputs, relative error
-    max |a - b| / max |a| <= 1e-4."""
+    """The converted module against onnxruntime on the file, run unoptimised (see
+    ``ort.session``): seeded inputs, relative error max |a - b| / max |a| <= 1e-4."""
     from .ort import session
 
     generator = torch.Generator().manual_seed(seed)
-    runtime = session(str(path))
+    runtime = session(str(path), optimize=False)
     name = runtime.get_inputs()[0].name
     for x in (torch.randn(shape, generator=generator), torch.rand(shape, generator=generator)):
         expected = runtime.run(None, {name: x.numpy()})[0]
@@ -386,10 +386,37 @@ def _pad(c: _Converter, node: ir.Node, args: list[Any]) -> fx.Node:
                   value=float(value) if value is not None else 0.0)
 
 
-def _reduce_mean(c: _Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+def _reduce(target: Callable) -> Callable[[_Converter, ir.Node, list[Any]], fx.Node]:
+    """Reduce* over ``axes`` (an input since opset 18, an attribute before; none: all)."""
+    def convert(c: _Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+        axes = _constant(args, 1, "axes")
+        dims = axes.tolist() if axes is not None else list(_attr(node, "axes", []))
+        dims = dims or list(range(c.examples[args[0]].dim()))
+        return c.call(target, args[0], dims, keepdim=bool(_attr(node, "keepdims", 1)))
+    return convert
+
+
+def _transpose(c: _Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+    rank = c.examples[args[0]].dim()
+    perm = list(_attr(node, "perm", list(reversed(range(rank)))))
+    return c.call(torch.permute, args[0], perm)
+
+
+def _unsqueeze(c: _Converter, node: ir.Node, args: list[Any]) -> fx.Node:
     axes = _constant(args, 1, "axes")
-    dims = axes.tolist() if axes is not None else list(_attr(node, "axes", []))
-    return c.call(torch.mean, args[0], dims, keepdim=bool(_attr(node, "keepdims", 1)))
+    result = args[0]
+    for axis in sorted(axes.tolist() if axes is not None else _attr(node, "axes", [])):
+        result = c.call(torch.unsqueeze, result, int(axis))
+    return result
+
+
+def _squeeze(c: _Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+    axes = _constant(args, 1, "axes")
+    listed = axes.tolist() if axes is not None else list(_attr(node, "axes", []))
+    rank = c.examples[args[0]].dim()
+    dims = [a % rank for a in listed] or [i for i, size in
+                                          enumerate(c.examples[args[0]].shape) if size == 1]
+    return c.call(torch.squeeze, args[0], tuple(dims))
 
 
 def _softmax(c: _Converter, node: ir.Node, args: list[Any]) -> fx.Node:
@@ -434,6 +461,8 @@ ONNX_OPS: dict[str, Callable[[_Converter, ir.Node, list[Any]], fx.Node]] = {
                                                  a[0]),
     "GlobalMaxPool": lambda c, n, a: c.layer(n.name or "pool", nn.AdaptiveMaxPool2d(1), a[0]),
     "Flatten": _flatten, "Reshape": _reshape, "Concat": _concat, "Pad": _pad,
-    "ReduceMean": _reduce_mean, "Slice": _slice, "Softmax": _softmax,
+    "ReduceMean": _reduce(torch.mean), "ReduceSum": _reduce(torch.sum),
+    "ReduceMax": _reduce(torch.amax), "Slice": _slice, "Transpose": _transpose,
+    "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Softmax": _softmax,
     "Identity": _identity, "Dropout": _identity,
 }
