@@ -119,7 +119,8 @@ def _init(name: str, values) -> onnx.TensorProto:
 
 
 _RNG = np.random.default_rng(0)
-_W = {"w_conv": _RNG.standard_normal((4, 3, 3, 3)), "b4": _RNG.standard_normal(4), "b6": _RNG.standard_normal(6),
+_W = {"w_conv": _RNG.standard_normal((4, 3, 3, 3)), "b4": _RNG.standard_normal(4),
+      "b6": _RNG.standard_normal(6),
       "w_gemm": _RNG.standard_normal((5, 48)), "b5": _RNG.standard_normal(5),
       "w_mat": _RNG.standard_normal((4, 6)), "scale": _RNG.uniform(0.5, 2, 3),
       "shift": _RNG.standard_normal(3), "mean": _RNG.standard_normal(3),
