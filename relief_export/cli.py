@@ -115,7 +115,15 @@ def _inspect_parser(sub) -> None:
     parser = sub.add_parser("inspect", help="per-layer shapes, density, dead units, formats")
     parser.add_argument("model", help="checkpoint (.pt), torch.export archive (.pt2) or, with "
                         "--trust-pickle, a pickled nn.Module")
-    parser.add_argument("--input-shape", type=positive_list, default=None)
+    parser.add_argument("--input-shape", type=positive_list, default=None,
+                        help="e.g. 1,1,28,28 (needed only when the file records none)")
+    parser.add_argument("--align", type=int, default=8,
+                        help="as for export: keep a multiple of N units per layer")
+    parser.add_argument("--weights", choices=("auto", "dense", "csr", "bsr", "bitmask"),
+                        default="auto", help="as for export: the weight encoding")
+    parser.add_argument("--compact", action="store_true",
+                        help="for an ONNX MODEL: show what export would do with it (default: "
+                        "its metadata and integrity)")
     add_source_options(parser)
     parser.set_defaults(handler=_run_inspect)
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from . import data, validate
 from ._version import __version__
+from .bench.graph_stats import model_stats
 from .checkpoint import LoadedModel, read_model
 from .compile import compact_with_report
 from .compile.graph import unmasked_copy
@@ -59,7 +60,9 @@ class ExportReport:
     fp16_weights: bool
     params_dense: int = 0
     params_nonzero: int = 0
-    params_compact: int = 0
+    params_compact: int = 0  # in the written file, counted as bench counts (graph_stats)
+    nonzero_compact: int = 0
+    macs_compact: int = 0
     file_bytes: int = 0
     dense_file_bytes: int | None = None
     verification: list[dict[str, Any]] = field(default_factory=list)
@@ -71,6 +74,7 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
     weights_sha256: str | None = None
     int8: dict[str, Any] | None = None
+    compaction_text: str = ""  # the compaction report as printed
 
     @property
     def bytes_per_nonzero(self) -> float:
@@ -81,7 +85,8 @@ class ExportReport:
         return max((c["relative"] for c in self.verification), default=None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "bytes_per_nonzero": self.bytes_per_nonzero,
+        fields = {k: v for k, v in asdict(self).items() if k != "compaction_text"}
+        return {**fields, "bytes_per_nonzero": self.bytes_per_nonzero,
                 "max_relative_error": self.max_relative_error}
 
     def summary(self) -> str:
@@ -90,7 +95,9 @@ class ExportReport:
             else f"{self.max_relative_error:.2e}"
         rows = [["parameters (dense)", f"{self.params_dense:,}"],
                 ["nonzero parameters", f"{self.params_nonzero:,}"],
-                ["parameters after compaction", f"{self.params_compact:,}"],
+                ["parameters in this file", f"{self.params_compact:,}"],
+                ["nonzero parameters in this file", f"{self.nonzero_compact:,}"],
+                ["MACs per sample in this file", f"{self.macs_compact:,}"],
                 ["dead units kept (--strict fails on them)",
                  f"{self.compaction.get('dead_units_kept', 0):,}"],
                 ["file bytes: dense ONNX", dense],
@@ -161,7 +168,8 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     exported = to_onnx(compacted, example, opset)
     ir.passes.Sequential(DropIdentityMul(), ClearMetadataAndDocStringPass())(exported)
     report.source_sha256 = loaded.sha256
-    _count(report, loaded.model, compacted, compaction.to_dict())
+    _count(report, loaded.model, compaction.to_dict())
+    report.compaction_text = str(compaction)
     fp32 = ir.to_proto(exported) if int8 else None
     if fp32 is not None:
         if verify_outputs:
@@ -170,9 +178,9 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
         exported = ir.serde.deserialize_model(quantized)
     encode = EncodeWeights(MODES[weights], np.float16 if fp16_weights else np.float32)
     ir.passes.PassManager([encode, DropZeroBiasZeroPoints(), ClearValueInfo(),
-                           CapIrVersion(max_ir_version()),
-                           SetMetadata(lambda model: _metadata(report, encode.choices, model))
-                           ])(exported)
+                           CapIrVersion(max_ir_version())])(exported)
+    _count_file(report, ir.to_proto(exported))
+    SetMetadata(lambda model: _metadata(report, encode.choices, model))(exported)
     report.tensors = encode.choices
     proto = ir.to_proto(exported)
     data = proto.SerializeToString()
@@ -314,12 +322,17 @@ def _example(loaded: LoadedModel, example: torch.Tensor | None,
     return example
 
 
-def _count(report: ExportReport, model: nn.Module, compacted: nn.Module,
-           compaction: dict[str, Any]) -> None:
+def _count_file(report: ExportReport, proto: onnx.ModelProto) -> None:
+    """The file's parameters, nonzeros and MACs, as bench and inspect count them."""
+    stats = model_stats(proto, report.out)
+    report.params_compact, report.nonzero_compact = stats.parameters, stats.nonzero
+    report.macs_compact = stats.macs
+
+
+def _count(report: ExportReport, model: nn.Module, compaction: dict[str, Any]) -> None:
     plain = unmasked_copy(model)
     report.params_dense = sum(p.numel() for p in plain.parameters())
     report.params_nonzero = sum(int(torch.count_nonzero(p)) for p in plain.parameters())
-    report.params_compact = sum(p.numel() for p in compacted.parameters())
     report.compaction = compaction
 
 

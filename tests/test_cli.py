@@ -94,6 +94,10 @@ def test_prune_bad_inputs(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dense.pt"]
 
 
+def _row(text: str, label: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith(label))
+
+
 def test_inspect_reports_dead_units_and_compaction(tmp_path, capsys):
     from relief_export import models, save_checkpoint
 
@@ -110,6 +114,21 @@ def test_inspect_reports_dead_units_and_compaction(tmp_path, capsys):
     assert first.split()[3] == "7"  # dead units
     third = next(line for line in out.splitlines() if line.startswith("3 "))
     assert third.split()[4] == "100"  # unread inputs
-    assert "exact compaction would give" in out
+    assert "would write" in out
+    # inspect shows exactly what export does: the same counts and per-tensor formats
+    for align in ("8", "1"):
+        code, shown, _ = run_cli(["inspect", path, "--align", align], capsys)
+        code, written, _ = run_cli([path, "--out", tmp_path / f"m{align}.onnx", "--align",
+                                    align, "--verbose"], capsys)
+        for row in ("parameters in this file", "nonzero parameters in this file",
+                    "MACs per sample in this file", "file bytes: this model",
+                    "weight formats"):
+            assert _row(shown, row) == _row(written, row), row
+        assert _row(shown, "weight formats") and "1.weight" in shown
+    one, eight = (int(_row(run_cli(["inspect", path, "--align", a], capsys)[1],
+                               "parameters in this file").split()[-1].replace(",", ""))
+                  for a in ("1", "8"))
+    # layer 1 keeps 300 - 7 dead - 100 unread = 193 units at align 1, 200 at align 8
+    assert eight > one and (eight - one) % 7 == 0
     code, _, err = run_cli(["inspect", tmp_path / "none.pt"], capsys)
     assert code == 2 and "no such file" in err

@@ -1,16 +1,18 @@
-"""Parameters and multiply-adds counted from an ONNX file, after onnxruntime's constant folding.
+"""Parameters and multiply-adds counted from an ONNX file, after onnxruntime's constant folding:
+the one count of ONNX models that export, inspect, bench and the reports all print.
 
 Weight decoders are folded first (onnxruntime, basic level: constant folding only, nothing
 hardware-specific), so encoded and dense files count alike. Parameters are the float
 initializers and, in a quantized (QDQ) file, the int8 / int32 tensors DequantizeLinear
 reads, not the scales and zero points. MACs per sample (batch 1):
 Conv: C_out x (C_in / groups) x kh x kw x H_out x W_out; Gemm / MatMul: M x K x N.
+File bytes: the .onnx file plus every external data file its tensors point to.
 """
 
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +36,39 @@ class GraphStats:
     macs: int
     fixed_batch: int | None = None
     precision: str = "fp32"
+    file_bytes: int = 0
 
 
 def graph_stats(path: Path) -> GraphStats:
-    folded = _folded(path)
-    name, dims, fixed_batch = _signature(path, folded)
+    """The counts of the file at ``path`` (external data included)."""
+    try:
+        original = onnx.load(path)  # external data, if any, is read from beside the file
+    except Exception as error:
+        first = first_line(error)
+        raise ReliefError(f"{path}: not a readable ONNX file ({first})") from None
+    stats = model_stats(original, str(path))
+    return replace(stats, file_bytes=onnx_file_bytes(path))
+
+
+def onnx_file_bytes(path: Path) -> int:
+    """Bytes on disk: the file and the external data files it names (each counted once)."""
+    model = onnx.load(path, load_external_data=False)
+    locations = {entry.value for tensor in model.graph.initializer
+                 for entry in tensor.external_data if entry.key == "location"}
+    return path.stat().st_size + sum((path.parent / location).stat().st_size
+                                     for location in locations
+                                     if (path.parent / location).is_file())
+
+
+def model_stats(original: onnx.ModelProto, where: str) -> GraphStats:
+    """The counts of a loaded model (``where`` names it in errors); file_bytes is its
+    serialised size."""
+    folded = _folded(original, where)
+    name, dims, fixed_batch = _signature(where, folded)
     try:
         model = shape_inference.infer_shapes(_with_batch_one(folded))
     except Exception as error:
-        raise ReliefError(f"{path}: ONNX shape inference fails ({first_line(error)})") from None
+        raise ReliefError(f"{where}: ONNX shape inference fails ({first_line(error)})") from None
     graph = model.graph
     shapes = _value_shapes(model)
     macs = sum(_macs(node, shapes) for node in graph.node)
@@ -50,7 +76,7 @@ def graph_stats(path: Path) -> GraphStats:
     quantized = any(node.op_type == "QuantizeLinear" for node in graph.node)
     return GraphStats(name, dims, onnx.TensorProto.FLOAT, sum(int(w.size) for w in weights),
                       sum(int(np.count_nonzero(w)) for w in weights), macs, fixed_batch,
-                      "int8" if quantized else "fp32")
+                      "int8" if quantized else "fp32", original.ByteSize())
 
 
 def _parameters(graph: onnx.GraphProto) -> list[np.ndarray]:
@@ -64,7 +90,7 @@ def _parameters(graph: onnx.GraphProto) -> list[np.ndarray]:
             if np.issubdtype(array.dtype, np.floating) or name in quantized]
 
 
-def _signature(path: Path, model: onnx.ModelProto) -> tuple[str, tuple[int, ...], int | None]:
+def _signature(path: str, model: onnx.ModelProto) -> tuple[str, tuple[int, ...], int | None]:
     """The one float input's name, its sample shape, and its batch size if fixed."""
     weights = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in weights]
@@ -84,12 +110,7 @@ def _signature(path: Path, model: onnx.ModelProto) -> tuple[str, tuple[int, ...]
     return inputs[0].name, sample, dims[0].dim_value or None
 
 
-def _folded(path: Path) -> onnx.ModelProto:
-    try:
-        original = onnx.load(path)  # external data, if any, is read from beside the file
-    except Exception as error:
-        first = first_line(error)
-        raise ReliefError(f"{path}: not a readable ONNX file ({first})") from None
+def _folded(original: onnx.ModelProto, path: str) -> onnx.ModelProto:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.log_severity_level = 3

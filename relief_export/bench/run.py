@@ -41,7 +41,7 @@ def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 
     validate.flag("memory", memory)
     stats = [graph_stats(p) for p in files]
     _check_signatures(files, stats, batch_sizes)
-    models = [ModelInfo(str(p), p.stat().st_size, s.parameters, s.nonzero, s.macs,
+    models = [ModelInfo(str(p), s.file_bytes, s.parameters, s.nonzero, s.macs,
                         precision=s.precision) for p, s in zip(files, stats, strict=True)]
     report = BenchReport(models, list(batch_sizes), list(threads), warmup, repeats)
     if data is not None:

@@ -6,28 +6,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
 
 from .. import validate
 from ..checkpoint import read_model
-from ..compile import compact_with_report
 from ..compile.graph import unmasked_copy
 from ..errors import ReliefError, first_line
-from ..onnx.formats import smallest
 from ..onnx.integrity import check_integrity
+from ..pipeline import export_onnx, tensor_table
 from ..safe_torch import ONNX, sniff
 from ..table import format_table
 from ._options import source_options
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    if Path(args.model).is_file() and sniff(Path(args.model)) == ONNX:
+    """Per layer: shape, density, dead units, unread inputs; then what ``relief-export MODEL
+    --out X.onnx`` with the same options would write (the export itself, run in a temporary
+    folder and discarded), so both print the same counts and formats."""
+    if Path(args.model).is_file() and sniff(Path(args.model)) == ONNX and not args.compact:
         return _inspect_onnx(Path(args.model))
     loaded = read_model(args.model, **source_options(args))
     print_notes(loaded.notes)
@@ -37,7 +39,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     shape = validate.shape("--input-shape", shape)
     plain = unmasked_copy(loaded.model)
     rows = [_layer_row(name, module) for name, module in plain.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv2d))]
+            if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))]
     print(f"{loaded.source} ({loaded.kind}), input shape {shape}, sha256 {loaded.sha256}")
     if loaded.kind == "checkpoint" and not loaded.notes:
         print("integrity: every tensor matches its recorded sha256")
@@ -46,12 +48,16 @@ def inspect_command(args: argparse.Namespace) -> int:
         print(f"NNrelief iterations: {len(loaded.history) - 1}, weights left "
               f"{100 * final.get('remaining_weights', float('nan')):.2f}%, test accuracy "
               f"{100 * final.get('test_accuracy', float('nan')):.2f}%")
-    print(format_table(["layer", "shape", "density", "dead units", "unread inputs",
-                        "export format", "bytes (fp32)"], rows))
-    example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-    _, report = compact_with_report(loaded.model, example)
-    print("\nexact compaction would give:")
-    print(report)
+    print(format_table(["layer", "shape", "density", "dead units", "unread inputs"], rows))
+    with tempfile.TemporaryDirectory() as folder:
+        report = export_onnx(args.model, Path(folder) / "model.onnx", input_shape=shape,
+                             weights=args.weights, align=args.align, verify_outputs=False,
+                             **source_options(args))
+    print(f"\nrelief-export MODEL --out X.onnx --align {args.align} --weights {args.weights} "
+          "would write:")
+    print(report.compaction_text)
+    print(tensor_table(report))
+    print(report.summary().replace("model.onnx", "X.onnx"))
     return 0
 
 
@@ -99,13 +105,11 @@ def print_notes(notes: list[str]) -> None:
         print(note if note.startswith("warning:") else f"note: {note}", file=sys.stderr)
 
 
-def _layer_row(name: str, module: nn.Linear | nn.Conv2d) -> list:
-    weight = module.weight.detach()
+def _layer_row(name: str, module: nn.Module) -> list:
+    weight = torch.as_tensor(module.weight).detach()
     rows = weight.flatten(1)
     dead = int((rows == 0).all(1).sum())
     unread = int((weight.flatten(2).eq(0).all(2) if weight.dim() > 2 else weight.eq(0))
                  .all(0).sum())
-    encoded = smallest(weight.numpy().astype(np.float32))
     return [name, "x".join(map(str, weight.shape)),
-            f"{float((weight != 0).float().mean()):.4f}", dead, unread, encoded.format,
-            f"{encoded.nbytes:,}"]
+            f"{float((weight != 0).float().mean()):.4f}", dead, unread]

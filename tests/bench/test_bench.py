@@ -172,3 +172,26 @@ def test_demo_end_to_end_in_quick_mode(tmp_path, capsys):
         assert dense.shape == (2, 10)
         pruned_bytes = (folder / f"{name}.onnx").stat().st_size
         assert pruned_bytes < (folder / f"{name}-dense.onnx").stat().st_size
+
+
+def test_external_data_counts_in_file_bytes(tmp_path):
+    """A file whose weights live in external data: its size is both files, parameters the same
+    as when the weights are inside."""
+    import onnx
+
+    inside = conv_gemm_model(tmp_path / "inside.onnx")
+    model = onnx.load(str(inside))
+    outside = tmp_path / "outside.onnx"
+    onnx.save_model(model, str(outside), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="outside.onnx.data",
+                    size_threshold=0)
+    data_file = tmp_path / "outside.onnx.data"
+    assert data_file.stat().st_size >= 4 * (18 + 216)
+    stats, reference = graph_stats(outside), graph_stats(inside)
+    assert stats.file_bytes == outside.stat().st_size + data_file.stat().st_size
+    assert stats.file_bytes > outside.stat().st_size + 4 * (18 + 216) - 1
+    assert (stats.parameters, stats.nonzero, stats.macs) == \
+        (reference.parameters, reference.nonzero, reference.macs)
+    report = benchmark([inside, outside], batch_sizes=(1,), repeats=2, warmup=0,
+                       progress=False, memory=False)
+    assert [m.file_bytes for m in report.models] == [inside.stat().st_size, stats.file_bytes]
