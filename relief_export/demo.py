@@ -168,6 +168,29 @@ def _figures(folder: Path, histories, benches, lenet300, train) -> None:
                   folder / "lenet300_100_before_after.png")
 
 
+DEFINITIONS = """## What the figures mean
+
+- **weights left** (pruning table): nonzero weights and biases of the Linear / Conv layers over
+  their number in the dense model (NNrelief's count; BatchNorm not included).
+- **FLOPs left**: multiply-adds whose weight is nonzero over the dense model's multiply-adds:
+  what a perfectly sparse kernel would do (NNrelief's "FLOPs").
+- **parameters / nonzero** (export summary, bench): the float tensors of the ONNX file after
+  onnxruntime's constant folding (weight decoders folded, BatchNorm already folded into its
+  layer; int8 weights in an int8 file); `relief-export inspect` prints the same numbers.
+- **MACs** (bench): multiply-adds per sample of the file's Conv / Gemm / MatMul at their stored
+  shapes, zeros included: what onnxruntime's dense kernels execute. Compaction removes whole
+  units; zeros inside the units it keeps still cost, so MACs left is above FLOPs left.
+- **speed-up**: the dense fp32 model's median latency over this model's, from the same run,
+  timed interleaved (A B A B ...).
+- **MAC limit**: the dense model's MACs over this model's: the speed-up if time were
+  proportional to multiply-adds.
+- **measured / limit**: speed-up over MAC limit. It exceeds 1 when the smaller layers also
+  run faster per multiply-add (their weights and activations fit the caches), and falls
+  below 1 when per-node costs that do not shrink with MACs dominate.
+- Every timing is printed beside the machine it was taken on (CPU, cores, load, versions).
+"""
+
+
 def _report(sections: list[str], seconds: float, quick: bool) -> str:
     mode = " (quick mode: a few epochs only)" if quick else ""
     return "\n".join([
@@ -178,4 +201,4 @@ def _report(sections: list[str], seconds: float, quick: bool) -> str:
         "![accuracy vs remaining weights](accuracy_vs_weights.png)", "",
         "![latency dense vs pruned](latency.png)", "",
         "![LeNet-300-100 before and after](lenet300_100_before_after.png)", "",
-        *sections, f"Total time: {seconds:.0f} s.", ""])
+        DEFINITIONS, *sections, f"Total time: {seconds:.0f} s.", ""])

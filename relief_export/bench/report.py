@@ -15,6 +15,7 @@ from typing import Any
 from ..figures import png_bytes, pyplot
 from ..files import write_file
 from ..table import format_table
+from .machine import describe
 
 SCHEMA_VERSION = 1
 
@@ -53,6 +54,7 @@ class BenchReport:
     warmup: int
     repeats: int
     measurements: list[Measurement] = field(default_factory=list)
+    machine: dict[str, Any] = field(default_factory=dict)
 
     def comparisons(self) -> list[dict[str, Any]]:
         """Speed-up, MAC limit and efficiency of every model against the first."""
@@ -75,7 +77,7 @@ class BenchReport:
                 "threads": self.threads, "warmup": self.warmup, "repeats": self.repeats,
                 "models": [asdict(m) for m in self.models],
                 "measurements": [asdict(m) for m in self.measurements],
-                "comparisons": self.comparisons()}
+                "comparisons": self.comparisons(), "machine": self.machine}
 
     def json_bytes(self) -> bytes:
         return json.dumps(self.to_dict(), indent=1).encode()
@@ -106,7 +108,8 @@ class BenchReport:
         timing = format_table(["model", "threads", "batch", "median ms", "p90 ms", "p99 ms",
                                "samples/s", "session ms", "speed-up", "MAC limit",
                                "measured/limit"], rows)
-        return f"{models}\n\n{timing}"
+        machine = f"machine: {describe(self.machine)}\n" if self.machine else ""
+        return f"{machine}{models}\n\n{timing}"
 
     def plot(self, path: str | Path) -> None:
         write_file(path, self.plot_bytes(), inputs=self.inputs())

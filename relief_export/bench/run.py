@@ -17,6 +17,7 @@ from .. import validate
 from ..errors import ReliefError, first_line
 from .graph_stats import GraphStats, graph_stats
 from .latency import create_session, percentile, time_interleaved
+from .machine import machine_info
 from .memory import peak_memory
 from .report import BenchReport, Measurement, ModelInfo
 
@@ -43,7 +44,8 @@ def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 
     _check_signatures(files, stats, batch_sizes)
     models = [ModelInfo(str(p), s.file_bytes, s.parameters, s.nonzero, s.macs,
                         precision=s.precision) for p, s in zip(files, stats, strict=True)]
-    report = BenchReport(models, list(batch_sizes), list(threads), warmup, repeats)
+    report = BenchReport(models, list(batch_sizes), list(threads), warmup, repeats,
+                         machine=machine_info())
     if data is not None:
         _accuracy(report, files, stats[0], data)
     rng = np.random.default_rng(seed)
