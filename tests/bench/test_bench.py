@@ -110,7 +110,16 @@ def test_benchmark_json_plot_and_accuracy(tmp_path):
     saved = json.loads((tmp_path / "b.json").read_text())
     assert saved["schema_version"] == 1
     assert set(saved) == {"schema_version", "batch_sizes", "threads", "warmup", "repeats",
-                          "models", "measurements", "comparisons"}
+                          "models", "measurements", "comparisons", "machine"}
+    import os
+
+    import onnxruntime
+
+    assert saved["machine"]["cores"] == os.cpu_count()
+    assert saved["machine"]["onnxruntime"] == onnxruntime.__version__
+    assert saved["machine"]["load_1min"] >= 0 and saved["machine"]["cpu"]
+    assert report.table().startswith(f"machine: {saved['machine']['cpu']}, "
+                                     f"{os.cpu_count()} cores, load ")
     assert set(saved["models"][0]) == {"path", "file_bytes", "parameters", "nonzero", "macs",
                                        "accuracy", "memory_bytes", "precision"}
     assert [m["precision"] for m in saved["models"]] == ["fp32"] * len(saved["models"])
@@ -155,6 +164,7 @@ def test_demo_end_to_end_in_quick_mode(tmp_path, capsys):
     folder = tmp_path / "demo"
     report = (folder / "report.md").read_text()
     for heading in ("## lenet300_100", "## lenet5", "weights left", "median ms",
+                    "## What the figures mean", "**MAC limit**", "machine: ",
                     "The stacked picture", "int8 export of the dense model",
                     "int8 export of the pruned model"):
         assert heading in report
