@@ -7,48 +7,86 @@ its exit code (2, or 1 for a failed verification).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._version import __version__
+from .catalog import SPEC_HELP, ZOO_NAMES
 from .commands._options import add_fit_options, add_source_options, positive_list
 from .errors import ReliefError
+from .progress import set_quiet
 from .quiet import quiet_libraries
 
 PROG = "relief-export"
+FORMATS = ("auto", "dense", "csr", "bsr", "bitmask")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, when it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default in (None, False, argparse.SUPPRESS) or \
+                not action.option_strings:
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        return f"{text} (default: {shown})".replace("%", "%%").replace("%%(", "%(")
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--quiet", action="store_true",
+                       help="print nothing but errors and warnings (no tables, no progress)")
+    group.add_argument("--json", action="store_true",
+                       help="print the result as JSON on stdout instead of tables")
+
+
+def _parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text,
+                            formatter_class=HelpFormatter)
+    _add_output_options(parser)
+    return parser
 
 
 def _train_parser(sub) -> None:
-    from .data import SPEC_HELP
-
-    parser = sub.add_parser("train", help="train a zoo model and save a dense checkpoint")
-    parser.add_argument("--arch", required=True, help="zoo architecture, e.g. lenet300_100")
+    parser = _parser(sub, "train", "train a zoo model and save a dense checkpoint")
+    parser.add_argument("--arch", required=True, metavar="NAME",
+                        help=f"zoo architecture: {', '.join(ZOO_NAMES)}")
     parser.add_argument("--data", required=True, help=SPEC_HELP)
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
     add_fit_options(parser, epochs=20)
     parser.set_defaults(handler=_run_train)
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _run_train(args: argparse.Namespace) -> dict:
     from .commands.train import train_command
 
     return train_command(args)
 
 
 def _prune_parser(sub) -> None:
-    from .data import SPEC_HELP
-
-    parser = sub.add_parser("prune", help="NNrelief: prune a dense checkpoint iteratively")
+    parser = _parser(sub, "prune", "NNrelief: prune a dense checkpoint iteratively")
     parser.add_argument("model", help="dense checkpoint (.pt) from `relief-export train`")
     parser.add_argument("--data", required=True, help=SPEC_HELP)
     parser.add_argument("--out", required=True, help="masked checkpoint to write (.pt)")
     group = parser.add_argument_group("NNrelief")
-    group.add_argument("--iterations", type=int, default=5)
-    group.add_argument("--alpha-fc", type=float, default=0.95)
-    group.add_argument("--alpha-conv", type=float, default=0.9)
-    group.add_argument("--calib-samples", type=int, default=1000)
-    group.add_argument("--conv-score", choices=("paper", "reference"), default="paper")
+    group.add_argument("--iterations", type=int, default=5,
+                       help="prune / fine-tune rounds")
+    group.add_argument("--alpha-fc", type=float, default=0.95,
+                       help="share of each Linear neuron's incoming signal to keep, in (0, 1]")
+    group.add_argument("--alpha-conv", type=float, default=0.9,
+                       help="share of each conv filter's incoming signal to keep, in (0, 1]")
+    group.add_argument("--calib-samples", type=int, default=1000,
+                       help="training samples whose activations score the connections")
+    group.add_argument("--conv-score", choices=("paper", "reference"), default="paper",
+                       help="paper: mean over samples of the per-slice norm; reference: the "
+                       "authors' code (norm of the mean)")
     group.add_argument("--target-remaining", type=float, default=None,
                        help="stop early once this fraction of the weights remains")
     group.add_argument("--rewind", action="store_true",
@@ -64,23 +102,26 @@ def _prune_parser(sub) -> None:
     parser.set_defaults(handler=_run_prune)
 
 
-def _run_prune(args: argparse.Namespace) -> int:
+def _run_prune(args: argparse.Namespace) -> dict:
     from .commands.prune import prune_command
 
     return prune_command(args)
 
 
 def _bench_parser(sub) -> None:
-    from .data import SPEC_HELP
-
-    parser = sub.add_parser("bench", help="benchmark ONNX models with onnxruntime (CPU)")
+    parser = _parser(sub, "bench", "benchmark ONNX models with onnxruntime (CPU)")
     parser.add_argument("models", nargs="+", help="ONNX files; the first is the baseline")
-    parser.add_argument("--batch", type=positive_list, default=[1, 8, 64])
-    parser.add_argument("--threads", type=positive_list, default=[1])
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--batch", type=positive_list, default=[1, 8, 64],
+                        help="batch sizes to time, comma-separated")
+    parser.add_argument("--threads", type=positive_list, default=[1],
+                        help="onnxruntime intra-op thread counts, comma-separated")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="untimed runs per model and configuration")
+    parser.add_argument("--repeats", type=int, default=30,
+                        help="timed runs per model and configuration (interleaved)")
     parser.add_argument("--data", default=None, help=f"measure accuracy on: {SPEC_HELP}")
-    parser.add_argument("--json", default=None, help="write the results as JSON")
+    parser.add_argument("--json-out", default=None, metavar="B.json",
+                        help="write the results as JSON to this file")
     parser.add_argument("--plot", default=None, help="write latency and size plots (PNG)")
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the peak-memory measurement (two child processes per model)")
@@ -91,36 +132,35 @@ def _bench_parser(sub) -> None:
     parser.set_defaults(handler=_run_bench)
 
 
-def _run_bench(args: argparse.Namespace) -> int:
+def _run_bench(args: argparse.Namespace) -> dict:
     from .commands.bench import bench_command
 
     return bench_command(args)
 
 
 def _demo_parser(sub) -> None:
-    parser = sub.add_parser("demo", help="the whole pipeline on the packaged MNIST digits")
+    parser = _parser(sub, "demo", "the whole pipeline on the packaged MNIST digits")
     parser.add_argument("--out", default="demo_out", help="folder for models, report, figures")
     parser.add_argument("--quick", action="store_true", help="a few epochs only (smoke test)")
     parser.set_defaults(handler=_run_demo)
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _run_demo(args: argparse.Namespace) -> dict:
     from .demo import run_demo
 
-    run_demo(args.out, quick=args.quick)
-    return 0
+    return {"report": str(run_demo(args.out, quick=args.quick))}
 
 
 def _inspect_parser(sub) -> None:
-    parser = sub.add_parser("inspect", help="per-layer shapes, density, dead units, formats")
-    parser.add_argument("model", help="checkpoint (.pt), torch.export archive (.pt2) or, with "
-                        "--trust-pickle, a pickled nn.Module")
+    parser = _parser(sub, "inspect", "per-layer shapes, density and dead units, and what "
+                     "export would write (counts, formats)")
+    parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--input-shape", type=positive_list, default=None,
                         help="e.g. 1,1,28,28 (needed only when the file records none)")
     parser.add_argument("--align", type=int, default=8,
                         help="as for export: keep a multiple of N units per layer")
-    parser.add_argument("--weights", choices=("auto", "dense", "csr", "bsr", "bitmask"),
-                        default="auto", help="as for export: the weight encoding")
+    parser.add_argument("--weights", choices=FORMATS, default="auto",
+                        help="as for export: the weight encoding")
     parser.add_argument("--compact", action="store_true",
                         help="for an ONNX MODEL: show what export would do with it (default: "
                         "its metadata and integrity)")
@@ -128,11 +168,21 @@ def _inspect_parser(sub) -> None:
     parser.set_defaults(handler=_run_inspect)
 
 
-def _run_inspect(args: argparse.Namespace) -> int:
+def _run_inspect(args: argparse.Namespace) -> dict:
     from .commands.inspect import inspect_command
 
     return inspect_command(args)
 
+
+MODEL_HELP = ("the masked model: a relief_export checkpoint (.pt), a torch.export archive "
+              "(.pt2), an ONNX model, a state_dict (with --arch) or, with --trust-pickle, a "
+              "pickled nn.Module")
+COMMANDS_HELP = """commands (relief-export COMMAND --help for their options):
+  train     train a zoo model and save a dense checkpoint
+  prune     NNrelief: prune a dense checkpoint iteratively
+  inspect   per-layer density and dead units, and what export would write
+  bench     benchmark ONNX models with onnxruntime (CPU)
+  demo      the whole pipeline on the packaged MNIST digits"""
 
 _SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_parser,
                                      "inspect": _inspect_parser, "bench": _bench_parser,
@@ -141,20 +191,19 @@ _SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_par
 
 def build_export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Export a pruned PyTorch model to a compact, verified ONNX file.",
-        epilog="other commands: relief-export {train,prune,inspect,bench,demo} --help",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=PROG, usage=f"{PROG} MODEL --out OUT.onnx [options]\n       {PROG} COMMAND ...",
+        description="Export a pruned PyTorch model to a compact, verified ONNX file.",
+        epilog=COMMANDS_HELP, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    parser.add_argument("model", help="relief_export checkpoint (.pt), torch.export archive "
-                        "(.pt2) or, with --trust-pickle, a pickled nn.Module")
+    parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--out", required=True, help="ONNX file to write")
     parser.add_argument("--input-shape", type=positive_list, default=None,
                         help="e.g. 1,1,28,28 (needed only when the file records none)")
-    parser.add_argument("--weights", choices=("auto", "dense", "csr", "bsr", "bitmask"),
+    parser.add_argument("--weights", choices=FORMATS,
                         default="auto", help="weight encoding (auto: smallest per tensor)")
     parser.add_argument("--fp16-weights", action="store_true",
                         help="store weight values as float16 (cast to float32 at load)")
-    parser.add_argument("--opset", type=int, default=18)
+    parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 to 23")
     parser.add_argument("--align", type=int, default=8,
                         help="keep a multiple of N units per layer (CPU kernels use blocks of "
                         "8); 1 keeps the minimum")
@@ -170,6 +219,7 @@ def build_export_parser() -> argparse.ArgumentParser:
     _int8_options(parser.add_argument_group(
         "int8 (static QDQ by onnxruntime.quantization, on top of compaction)"))
     add_source_options(parser)
+    _add_output_options(parser)
     parser.set_defaults(handler=_run_export)
     return parser
 
@@ -196,7 +246,7 @@ def _int8_options(group: argparse._ArgumentGroup) -> None:
                        "(default 0)")
 
 
-def _run_export(args: argparse.Namespace) -> int:
+def _run_export(args: argparse.Namespace) -> dict:
     from .commands.export import export_command
 
     return export_command(args)
@@ -204,7 +254,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Prune PyTorch models with NNrelief and export compact ONNX.")
+        prog=PROG, description="Prune PyTorch models with NNrelief and export compact ONNX.",
+        formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _SUBCOMMANDS.values():
@@ -218,12 +269,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     (``RELIEF_EXPORT_DEBUG=1`` shows its traceback), 130 interrupted."""
     try:
         args_list = list(sys.argv[1:] if argv is None else argv)
-        if args_list and args_list[0] in _SUBCOMMANDS:
+        if not args_list:
+            print(build_export_parser().format_help())
+            return 0
+        if args_list[0] in _SUBCOMMANDS:
             args = build_parser().parse_args(args_list)
         else:
             args = build_export_parser().parse_args(args_list)
-        with quiet_libraries():
-            return int(args.handler(args))
+        return _run(args)
     except ReliefError as error:
         return _fail(str(error), error.exit_code)
     except OSError as error:
@@ -241,6 +294,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return _fail(f"internal error ({type(error).__name__}: {first_line(error)}); "
                      "set RELIEF_EXPORT_DEBUG=1 to see where", 1)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The handler, its tables on stdout unless --quiet / --json; --json prints its result."""
+    silent = args.quiet or args.json
+    set_quiet(silent)
+    try:
+        with quiet_libraries(), (contextlib.redirect_stdout(io.StringIO()) if silent
+                                 else contextlib.nullcontext()):
+            result = args.handler(args)
+    finally:
+        set_quiet(False)
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    return 0
 
 
 def _fail(message: str, code: int) -> int:

@@ -1,3 +1,6 @@
+import argparse
+import json
+import re
 import subprocess
 import sys
 
@@ -132,3 +135,94 @@ def test_inspect_reports_dead_units_and_compaction(tmp_path, capsys):
     assert eight > one and (eight - one) % 7 == 0
     code, _, err = run_cli(["inspect", tmp_path / "none.pt"], capsys)
     assert code == 2 and "no such file" in err
+
+
+def test_bare_command_lists_the_subcommands(capsys):
+    code, out, err = run_cli([], capsys)
+    assert code == 0 and err == ""
+    for command in ("train", "prune", "inspect", "bench", "demo"):
+        assert re.search(rf"^  {command} +\S", out, re.M), command
+    assert "relief-export MODEL --out OUT.onnx" in out
+
+
+def _all_parsers():
+    from relief_export.cli import build_export_parser, build_parser
+
+    top = build_parser()
+    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    return [("export", build_export_parser()), *sub.choices.items()]
+
+
+def test_every_option_has_help_and_shows_its_default():
+    for name, parser in _all_parsers():
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, (name, action.option_strings)
+            if action.default not in (None, False, argparse.SUPPRESS):
+                shown = ",".join(map(str, action.default)) if isinstance(action.default, list) \
+                    else str(action.default)
+                assert f"(default: {shown})" in " ".join(text.split()) or \
+                    "default" in action.help, (name, action.option_strings)
+    train = dict(_all_parsers())["train"].format_help()
+    from relief_export import models
+
+    assert all(arch in train for arch in models.names())
+
+
+def test_help_does_not_import_torch():
+    """--help stays fast: building every parser imports neither torch nor onnx."""
+    code = ("import sys; from relief_export.cli import build_parser, build_export_parser; "
+            "build_parser().format_help(); build_export_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout
+    assert shown.strip() == "[]"
+
+
+def test_json_and_quiet(tmp_path, capsys):
+    from relief_export import models, save_checkpoint
+
+    model = models.build("lenet300_100")
+    with torch.no_grad():
+        model[1].weight[:50] = 0
+    path = save_checkpoint(tmp_path / "m.pt", model, arch={"name": "lenet300_100",
+                                                            "kwargs": {}},
+                           input_shape=[1, 1, 28, 28])
+    out = tmp_path / "m.onnx"
+    code, text, err = run_cli([path, "--out", out, "--json"], capsys)
+    assert code == 0
+    result = json.loads(text)
+    assert result["file_bytes"] == out.stat().st_size
+    assert result["compaction"]["layers"][0]["shape_after"] == [256, 784]
+    code, text, err = run_cli([path, "--out", out, "--quiet"], capsys)
+    assert code == 0 and text == "" and err == ""
+    code, text, _ = run_cli(["bench", out, "--batch", "2", "--repeats", "2", "--warmup", "0",
+                             "--no-memory", "--json"], capsys)
+    bench = json.loads(text)
+    assert bench["models"][0]["file_bytes"] == out.stat().st_size
+    assert bench["models"][0]["parameters"] == result["params_compact"]
+    code, text, _ = run_cli(["inspect", path, "--json"], capsys)
+    assert json.loads(text)["export"]["params_compact"] == result["params_compact"]
+    code, _, err = run_cli([path, "--out", tmp_path / "x" / "m.onnx", "--json"], capsys)
+    assert code == 2 and "x" in err  # errors stay one line on stderr
+
+
+def test_progress_is_plain_lines_off_a_terminal(capsys, monkeypatch):
+    from relief_export.progress import progress, set_quiet
+
+    monkeypatch.setenv("RELIEF_EXPORT_PROGRESS_SECONDS", "0")
+    bar = progress(range(3), desc="work", unit="step")
+    for i in bar:
+        bar.set_postfix(loss=i)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "work: 0/3 step (0 s)"
+    assert lines[-1].startswith("work: 3/3 step (") and lines[-1].endswith("loss=2)")
+    assert len(lines) == 4 and "\r" not in "".join(lines)
+    set_quiet(True)
+    try:
+        assert list(progress(range(3), desc="work")) == [0, 1, 2]
+    finally:
+        set_quiet(False)
+    assert capsys.readouterr().err == ""

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import validate
 from ..errors import ReliefError, first_line
+from ..progress import progress as show_progress
 from .graph_stats import GraphStats, graph_stats
 from .latency import create_session, percentile, time_interleaved
 from .machine import machine_info
@@ -50,8 +50,8 @@ def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 
         _accuracy(report, files, stats[0], data)
     rng = np.random.default_rng(seed)
     configurations = [(t, b) for t in threads for b in batch_sizes]
-    for count, batch in tqdm(configurations, desc="benchmark", unit="config",
-                             disable=None if progress else True):
+    for count, batch in show_progress(configurations, desc="benchmark", unit="config",
+                                      enabled=progress):
         feed = rng.random((batch, *stats[0].input_shape), dtype=np.float32)
         sessions, created = {}, {}
         for path in files:

@@ -18,15 +18,18 @@ def int_list(text: str) -> list[int]:
 
 def add_fit_options(parser: argparse.ArgumentParser, epochs: int) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=epochs)
-    group.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--epochs", type=int, default=epochs, help="training epochs")
+    group.add_argument("--optimizer", choices=("adam", "sgd"), default="adam",
+                       help="optimizer")
+    group.add_argument("--lr", type=float, default=1e-3, help="learning rate")
     group.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    group.add_argument("--weight-decay", type=float, default=5e-4)
+    group.add_argument("--weight-decay", type=float, default=5e-4, help="L2 weight decay")
     group.add_argument("--milestones", type=int_list, default=[],
                        help="epochs at which the learning rate drops 10x, e.g. 30 or 20,40")
-    group.add_argument("--batch-size", type=int, default=64)
-    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--batch-size", type=int, default=64,
+                       help="training batch size (per process under torchrun)")
+    group.add_argument("--seed", type=int, default=0,
+                       help="seed of initialisation, shuffling and the validation split")
     group.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     group.add_argument("--augment", action="store_true",
                        help="random flips and padded crops (CIFAR-style) while training")

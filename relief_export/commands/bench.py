@@ -17,8 +17,8 @@ from ..onnx.formats.base import PREFIX
 from ..onnx.quantize import quantize
 
 
-def bench_command(args: argparse.Namespace) -> int:
-    wanted = {path: render for path, render in ((args.json, "json_bytes"),
+def bench_command(args: argparse.Namespace) -> dict:
+    wanted = {path: render for path, render in ((args.json_out, "json_bytes"),
                                                 (args.plot, "plot_bytes")) if path is not None}
     for path in wanted:
         check_output(path, inputs=args.models)
@@ -34,7 +34,7 @@ def bench_command(args: argparse.Namespace) -> int:
                           inputs=models)
     for path in written:
         print(f"wrote {path}")
-    return 0
+    return {**report.to_dict(), "written": [str(p) for p in written]}
 
 
 def _int8_baseline(source: Path, out: Path, data: str | None, inputs: list[str]) -> Path:

@@ -6,11 +6,12 @@ import argparse
 import sys
 
 from ..pipeline import export_onnx, kept_table, tensor_table
+from ..progress import is_quiet
 from ._options import source_options
 from .inspect import print_notes
 
 
-def export_command(args: argparse.Namespace) -> int:
+def export_command(args: argparse.Namespace) -> dict:
     report = export_onnx(args.model, args.out, input_shape=args.input_shape,
                          weights=args.weights, fp16_weights=args.fp16_weights,
                          opset=args.opset, align=args.align, dense_out=args.dense_out,
@@ -27,8 +28,9 @@ def export_command(args: argparse.Namespace) -> int:
         print(tensor_table(report))
         print(kept_table(report))
     print(report.summary())
-    return 0
+    return report.to_dict()
 
 
 def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if not is_quiet():
+        print(message, file=sys.stderr, flush=True)

@@ -20,12 +20,15 @@ from ..compile.graph import unmasked_copy
 from ..errors import ReliefError, first_line
 from ..onnx.integrity import check_integrity
 from ..pipeline import export_onnx, tensor_table
+from ..progress import is_quiet
 from ..safe_torch import ONNX, sniff
 from ..table import format_table
 from ._options import source_options
 
+LAYER_COLUMNS = ("layer", "shape", "density", "dead units", "unread inputs")
 
-def inspect_command(args: argparse.Namespace) -> int:
+
+def inspect_command(args: argparse.Namespace) -> dict:
     """Per layer: shape, density, dead units, unread inputs; then what ``relief-export MODEL
     --out X.onnx`` with the same options would write (the export itself, run in a temporary
     folder and discarded), so both print the same counts and formats."""
@@ -48,7 +51,7 @@ def inspect_command(args: argparse.Namespace) -> int:
         print(f"NNrelief iterations: {len(loaded.history) - 1}, weights left "
               f"{100 * final.get('remaining_weights', float('nan')):.2f}%, test accuracy "
               f"{100 * final.get('test_accuracy', float('nan')):.2f}%")
-    print(format_table(["layer", "shape", "density", "dead units", "unread inputs"], rows))
+    print(format_table(list(LAYER_COLUMNS), rows))
     with tempfile.TemporaryDirectory() as folder:
         report = export_onnx(args.model, Path(folder) / "model.onnx", input_shape=shape,
                              weights=args.weights, align=args.align, verify_outputs=False,
@@ -58,10 +61,12 @@ def inspect_command(args: argparse.Namespace) -> int:
     print(report.compaction_text)
     print(tensor_table(report))
     print(report.summary().replace("model.onnx", "X.onnx"))
-    return 0
+    return {"source": str(loaded.source), "kind": loaded.kind, "input_shape": shape,
+            "layers": [dict(zip(LAYER_COLUMNS, row, strict=True)) for row in rows],
+            "export": report.to_dict()}
 
 
-def _inspect_onnx(path: Path) -> int:
+def _inspect_onnx(path: Path) -> dict:
     """An ONNX file: its metadata and whether its weights still match their recorded sha256;
     exit 2 when they do not."""
     try:
@@ -81,7 +86,7 @@ def _inspect_onnx(path: Path) -> int:
     if check.recorded and check.recorded != check.actual:
         raise ReliefError(f"{path}: corrupt: its weights do not match the sha256 recorded "
                           "when it was exported")
-    return 0
+    return {"source": str(path), "kind": "onnx", **{str(k): v for k, v in rows}}
 
 
 def _int8_rows(model: onnx.ModelProto) -> list[list[Any]]:
@@ -101,7 +106,10 @@ def _int8_rows(model: onnx.ModelProto) -> list[list[Any]]:
 
 
 def print_notes(notes: list[str]) -> None:
+    """Notes on stderr (``--quiet`` keeps only the warnings)."""
     for note in notes:
+        if is_quiet() and not note.startswith("warning:"):
+            continue
         print(note if note.startswith("warning:") else f"note: {note}", file=sys.stderr)
 
 

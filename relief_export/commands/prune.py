@@ -33,7 +33,7 @@ from ._options import fit_config, source_options
 from .inspect import print_notes
 
 
-def prune_command(args: argparse.Namespace) -> int:
+def prune_command(args: argparse.Namespace) -> dict:
     validate.integer("--save-every", args.save_every, 0, 100_000)
     fit = fit_config(args)
     world = World.from_environment(fit.device)
@@ -43,7 +43,7 @@ def prune_command(args: argparse.Namespace) -> int:
         world.close()
 
 
-def _prune(args: argparse.Namespace, world: World) -> int:
+def _prune(args: argparse.Namespace, world: World) -> dict:
     out = check_output(args.out, inputs=[args.model])
     saved_state = state_path(out)
     loaded = read_model(args.model, **source_options(args))
@@ -78,11 +78,12 @@ def _prune(args: argparse.Namespace, world: World) -> int:
                 print(f"stopped by SIGTERM in iteration {interrupted.state.iteration}: run "
                       f"state saved to {saved_state}; continue with the same command and "
                       "--resume", file=sys.stderr)
-            return 0
+            return {"stopped": True, "state": str(saved_state),
+                    "iteration": interrupted.state.iteration}
     if world.main:
         _write(out, args, loaded, config, result.model, result.history, full)
         saved_state.unlink(missing_ok=True)
-    return 0
+    return {"out": str(out), "history": result.history}
 
 
 def _write(out: Path, args: argparse.Namespace, loaded: LoadedModel, config: ReliefConfig,

@@ -36,7 +36,7 @@ def check_input(model: torch.nn.Module, shape: list[int], name: str) -> None:
         model.train(was_training)
 
 
-def train_command(args: argparse.Namespace) -> int:
+def train_command(args: argparse.Namespace) -> dict:
     check_write = check_output(args.out)
     config = fit_config(args)
     train_full = data.load(args.data, "train")
@@ -56,4 +56,4 @@ def train_command(args: argparse.Namespace) -> int:
     print(f"{args.arch} on {args.data}: validation accuracy {result.best_val_accuracy:.4f} "
           f"(epoch {result.best_epoch + 1}/{args.epochs}), test accuracy {test_accuracy:.4f}")
     print(f"wrote {check_write}")
-    return 0
+    return {"out": str(check_write), "arch": args.arch, "data": args.data, **metrics}

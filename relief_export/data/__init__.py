@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Subset
 
 from .. import validate
+from ..catalog import SPEC_HELP
 from ..errors import ReliefError
 from .cifar import load_cifar
 from .mnist import load_mnist
@@ -16,10 +17,9 @@ from .synthetic import SIZES as SYNTHETIC_SIZES
 from .synthetic import load_synthetic
 from .tensors import ImageDataset
 
-__all__ = ["ImageDataset", "load", "train_val_split"]
+__all__ = ["SPEC_HELP", "ImageDataset", "load", "train_val_split"]
 
 SPLITS = ("train", "test")
-SPEC_HELP = "mnist5k, mnist:DIR, cifar10:DIR, cifar100:DIR or synthetic:C,H,W,CLASSES"
 
 
 def load(spec: str, split: str) -> ImageDataset:

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 from torch import fx, nn
 from torch.utils.data import Dataset, Subset
-from tqdm import tqdm
 
 from .. import validate
 from ..data.tensors import batches
 from ..errors import ReliefError
+from ..progress import progress as show_progress
 from .activity import Activity, collect, iterate_inputs
 from .channels import read_units
 from .distributed import LOCAL, World, reduce_activity, tensor_digest
@@ -218,8 +218,8 @@ def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = 
         [_record(0, model, positions, val_data, test_data, 0.0, world)]
     if resume is not None and len(history) > 1 and _reached(config, history[-1]):
         return ReliefResult(model, history)
-    bar = tqdm(range(resume.iteration if resume else 1, config.iterations + 1), desc="NNrelief",
-               unit="iter", disable=None if progress else True)
+    bar = show_progress(range(resume.iteration if resume else 1, config.iterations + 1),
+                        desc="NNrelief", unit="iter", enabled=progress)
     for iteration in bar:
         start = time.perf_counter()
         fit_state = resume.fit if resume is not None and resume.iteration == iteration else None

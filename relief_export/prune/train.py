@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, Subset
-from tqdm import tqdm
 
 from .. import validate
 from ..data.tensors import batches
 from ..errors import ReliefError
+from ..progress import progress as show_progress
 from .distributed import LOCAL, World
 
 MAX_EPOCHS = 100_000
@@ -127,8 +127,8 @@ def fit(model: nn.Module, train_set: Dataset, config: FitConfig, val_set: Datase
                                                     config.gamma)
     _restore(state, optimizer, schedule, generator)
     best_state = state.best_state or copy.deepcopy(model.state_dict())
-    bar = tqdm(range(state.epoch, config.epochs), desc=desc, unit="epoch", leave=False,
-               disable=None if progress else True)
+    bar = show_progress(range(state.epoch, config.epochs), desc=desc, unit="epoch",
+                        leave=False, enabled=progress)
     for epoch in bar:
         if state.batch == 0:
             state.epoch_generator = generator.get_state()

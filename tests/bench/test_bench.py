@@ -143,14 +143,14 @@ def test_mismatched_models_are_refused(tmp_path, capsys):
     assert code == 2 and "differs" in err
     code, _, err = run_cli(["bench", small, tmp_path / "none.onnx"], capsys)
     assert code == 2 and "no such file" in err
-    code, _, err = run_cli(["bench", small, "--json", tmp_path / "no" / "b.json"], capsys)
+    code, _, err = run_cli(["bench", small, "--json-out", tmp_path / "no" / "b.json"], capsys)
     assert code == 2 and "does not exist" in err
 
 
 def test_cli_writes_table_json_and_plot(tmp_path, capsys):
     model = conv_gemm_model(tmp_path / "a.onnx")
     code, out, _ = run_cli(["bench", model, model, "--batch", "1,2", "--repeats", "2",
-                            "--warmup", "0", "--json", tmp_path / "b.json", "--plot",
+                            "--warmup", "0", "--json-out", tmp_path / "b.json", "--plot",
                             tmp_path / "b.png"], capsys)
     assert code == 0 and "median ms" in out and "MAC limit" in out
     assert json.loads((tmp_path / "b.json").read_text())["batch_sizes"] == [1, 2]

@@ -228,7 +228,7 @@ def test_bench_adds_the_dense_int8_row(trained_lenet, tmp_path, capsys):
     assert code == 2 and "its weights are encoded" in err and not dense_int8.exists()
     json_path = tmp_path / "b.json"
     code, stdout, err = run_cli(["bench", dense, ours, "--int8-baseline", dense_int8, "--data",
-                                 "mnist5k", "--json", json_path, *common], capsys)
+                                 "mnist5k", "--json-out", json_path, *common], capsys)
     assert code == 0, err
     models_info = json.loads(json_path.read_text())["models"]
     assert [m["path"] for m in models_info] == [str(dense), str(ours), str(dense_int8)]

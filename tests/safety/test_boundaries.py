@@ -65,7 +65,7 @@ def test_api_arguments(files, call, message):
     (["{f}/m.pt", "--out", "{f}/x.onnx", "--input-shape", "1000000000,1,28,28"], "GiB"),
     (["{f}/m.pt", "--out", "{f}/m.pt"], "is the input model"),
     (["{f}/m.pt", "--out", "{f}/x.onnx", "--report", "{f}/m.pt"], "is the input model"),
-    (["bench", "{f}/m.onnx", "--json", "{f}/m.onnx"], "is the input model"),
+    (["bench", "{f}/m.onnx", "--json-out", "{f}/m.onnx"], "is the input model"),
     (["bench", "{f}/m.onnx", "--plot", "{f}/m.onnx"], "is the input model"),
     (["bench", "{f}/m.onnx", "--batch", "1000000000"], "batch_sizes"),
     (["prune", "{f}/m.pt", "--data", "synthetic", "--out", "{f}/m.pt"], "is the input model"),

@@ -1,0 +1,7 @@
+"""What the command line names before anything heavy is imported (``--help`` stays fast):
+data set specs and the zoo's architectures (``models.names()`` returns the same list; a test
+keeps them equal)."""
+
+SPEC_HELP = "mnist5k, mnist:DIR, cifar10:DIR, cifar100:DIR or synthetic:C,H,W,CLASSES"
+ZOO_NAMES = ("lenet300_100", "lenet5", "vgg11", "vgg13", "vgg16", "vgg19", "vgg_like",
+             "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34")
