@@ -14,10 +14,11 @@ import torch
 
 from . import data, models
 from .bench import benchmark
+from .bench.machine import describe
 from .checkpoint import save_checkpoint
 from .drawing import draw_lenet300
 from .errors import ReliefError, VerificationError
-from .figures import png_bytes, pyplot
+from .figures import batch_axis, png_bytes, pyplot
 from .files import write_file
 from .pipeline import export_onnx
 from .prune import FitConfig, ReliefConfig, evaluate, fit, relief
@@ -63,7 +64,8 @@ def run_demo(out: str | Path, *, quick: bool = False, seed: int = 0) -> Path:
         sections.append(_section(plan, history, paths, benches[plan.arch]))
     _figures(folder, histories, benches, dense_models["lenet300_100"], train)
     report = write_file(folder / "report.md",
-                        _report(sections, time.perf_counter() - start, quick).encode())
+                        _report([_headline(histories, benches), *sections],
+                                time.perf_counter() - start, quick).encode())
     print(f"wrote {report} ({time.perf_counter() - start:.0f} s)")
     return report
 
@@ -134,17 +136,54 @@ def _section(plan: DemoPlan, history, paths: dict, bench) -> str:
         "```", bench.table(), "```", ""])
 
 
+def _headline(histories: dict, benches: dict) -> str:
+    """One row per model and file: what the run achieved, from the same run's numbers."""
+    rows = []
+    for arch, bench in benches.items():
+        dense, test = bench.models[0], histories[arch][-1]
+        speed = {(c["model"], c["batch"]): c["speedup"] for c in bench.comparisons()
+                 if c["threads"] == 1}
+        batch = max(bench.batch_sizes)
+        for info in bench.models:
+            pruned = info is not dense and "dense" not in Path(info.path).name
+            rows.append([arch, Path(info.path).name, info.precision,
+                         f"{100 * test['remaining_weights']:.2f}%" if pruned else "100%",
+                         None if info.accuracy is None else f"{100 * info.accuracy:.2f}%",
+                         f"{info.file_bytes:,}", f"{info.nonzero:,}",
+                         f"{info.file_bytes / max(info.nonzero, 1):.2f}",
+                         _speedup(speed.get((info.path, batch)), info is dense)])
+    table = format_table(["model", "file", "precision", "weights left", "test accuracy",
+                          "file bytes", "nonzero in file", "bytes / nonzero",
+                          f"speed-up b{max(next(iter(benches.values())).batch_sizes)}"],
+                         rows)
+    return "\n".join(["## Headline", "", "```", table, "```", "",
+                      f"machine: {describe(next(iter(benches.values())).machine)}", ""])
+
+
+def _speedup(value: float | None, baseline: bool) -> str:
+    return "1.00x (baseline)" if baseline else "-" if value is None else f"{value:.2f}x"
+
+
 def _figures(folder: Path, histories, benches, lenet300, train) -> None:
     plt = pyplot()
+    from matplotlib.ticker import FuncFormatter
+
     figure, axis = plt.subplots(figsize=(6, 4))
     for arch, history in histories.items():
-        axis.plot([100 * h["remaining_weights"] for h in history],
-                  [100 * h["test_accuracy"] for h in history], "o-", label=arch)
+        line, = axis.plot([100 * h["remaining_weights"] for h in history],
+                          [100 * h["test_accuracy"] for h in history], "o-", label=arch)
+        axis.axhline(100 * history[0]["test_accuracy"], color=line.get_color(), ls=":",
+                     lw=1, label=f"{arch} dense")
+        axis.plot(100 * history[-1]["remaining_weights"], 100 * history[-1]["test_accuracy"],
+                  "*", ms=16, color=line.get_color(), markeredgecolor="black",
+                  label=f"{arch} exported")
     axis.set_xscale("log")
     axis.invert_xaxis()
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_xlabel("weights remaining (%)")
     axis.set_ylabel("test accuracy (%)")
-    axis.legend()
+    axis.set_title("NNrelief on mnist5k: accuracy vs weights left")
+    axis.legend(fontsize=7)
     figure.tight_layout()
     write_file(folder / "accuracy_vs_weights.png", png_bytes(figure))
     figure, axes = plt.subplots(1, len(benches), figsize=(5 * len(benches), 4), squeeze=False)
@@ -155,10 +194,9 @@ def _figures(folder: Path, histories, benches, lenet300, train) -> None:
             points = sorted((m.batch, m.median_ms) for m in bench.measurements
                             if m.model == info.path)
             axis.plot([b for b, _ in points], [t for _, t in points], "o-", label=label)
-        axis.set_xscale("log", base=2)
+        batch_axis(axis, bench.batch_sizes)
         axis.set_yscale("log")
         axis.set_title(f"{arch}: onnxruntime, 1 thread")
-        axis.set_xlabel("batch size")
         axis.set_ylabel("median latency (ms)")
         axis.legend()
     figure.tight_layout()

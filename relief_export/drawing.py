@@ -33,9 +33,11 @@ def draw_lenet300(models: dict[str, nn.Module], calibration: torch.Tensor,
         scores = relief_scores(model, calibration)
         names = list(scores)
         pixels = scores[names[0]][:, :-1].sum(0).reshape(28, 28).numpy()
-        axes[row][0].imshow(pixels, cmap="magma")
+        image = axes[row][0].imshow(pixels, cmap="magma")
         axes[row][0].set_title(f"{title}: input pixel importance")
         axes[row][0].axis("off")
+        figure.colorbar(image, ax=axes[row][0], fraction=0.046, pad=0.04,
+                        label="sum of the pixel's scores c_ij")
         graph = axes[row][1]
         widths = [scores[names[1]].shape[1] - 1, scores[names[1]].shape[0],
                   scores[names[2]].shape[0]]
@@ -63,6 +65,8 @@ def draw_lenet300(models: dict[str, nn.Module], calibration: torch.Tensor,
                    if isinstance(m, nn.Linear))
         graph.set_title(f"{title}: 300-100-10 connections by share of incoming signal "
                         f"({kept:,} weights in the whole network)")
+        figure.colorbar(plt.cm.ScalarMappable(cmap="viridis"), ax=graph, fraction=0.03,
+                        pad=0.01, label="c_ij / S_j, relative to the layer's largest")
         graph.set_xticks([0, 1, 2], ["hidden 300", "hidden 100", "output 10"])
         graph.set_yticks([])
         graph.set_xlim(-0.1, 2.1)

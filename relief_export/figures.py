@@ -22,3 +22,13 @@ def png_bytes(figure: Any, dpi: int = 110) -> bytes:
     figure.savefig(buffer, format="png", dpi=dpi)
     pyplot().close(figure)
     return buffer.getvalue()
+
+
+def batch_axis(axis: Any, batch_sizes: list[int]) -> None:
+    """A log2 batch-size axis ticked at exactly the measured sizes, as plain numbers."""
+    from matplotlib.ticker import NullLocator
+
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(sorted(batch_sizes), [str(b) for b in sorted(batch_sizes)])
+    axis.xaxis.set_minor_locator(NullLocator())
+    axis.set_xlabel("batch size")

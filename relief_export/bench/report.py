@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..figures import png_bytes, pyplot
+from ..figures import batch_axis, png_bytes, pyplot
 from ..files import write_file
 from ..table import format_table
 from .machine import describe
@@ -124,14 +124,17 @@ class BenchReport:
                                 if m.model == info.path and m.threads == threads)
                 latency.plot([b for b, _ in points], [t for _, t in points], "o-",
                              label=f"{Path(info.path).name}, {threads} thread(s)")
-        latency.set_xscale("log", base=2)
+        batch_axis(latency, self.batch_sizes)
         latency.set_yscale("log")
-        latency.set_xlabel("batch size")
         latency.set_ylabel("median latency (ms)")
+        latency.set_title("onnxruntime CPU latency (lower is better)")
         latency.legend(fontsize=8)
         names = [Path(m.path).name for m in self.models]
-        sizes.bar(names, [m.file_bytes / 1e6 for m in self.models], color="tab:blue")
-        sizes.set_ylabel("file size (MB)")
+        bars = sizes.bar(names, [m.file_bytes / 1e6 for m in self.models], color="tab:blue")
+        sizes.bar_label(bars, [f"{m.file_bytes / 1e6:.3g} MB" for m in self.models],
+                        fontsize=8)
+        sizes.set_ylabel("file size on disk (MB, external data included)")
+        sizes.set_title("file size")
         sizes.tick_params(axis="x", labelrotation=20)
         figure.tight_layout()
         return png_bytes(figure)

@@ -205,3 +205,30 @@ def test_external_data_counts_in_file_bytes(tmp_path):
     report = benchmark([inside, outside], batch_sizes=(1,), repeats=2, warmup=0,
                        progress=False, memory=False)
     assert [m.file_bytes for m in report.models] == [inside.stat().st_size, stats.file_bytes]
+
+
+def test_plot_ticks_titles_and_size_bars(tmp_path, monkeypatch):
+    """Latency axis ticked at exactly the measured batch sizes as plain numbers, a title on
+    every panel, and size bars equal to the files' bytes (external data included)."""
+    import onnx
+
+    from relief_export.bench import report as report_module
+
+    inside = conv_gemm_model(tmp_path / "inside.onnx")
+    outside = tmp_path / "outside.onnx"
+    onnx.save_model(onnx.load(str(inside)), str(outside), save_as_external_data=True,
+                    location="outside.data", size_threshold=0)
+    bench = benchmark([inside, outside], batch_sizes=(1, 3, 16), repeats=2, warmup=0,
+                      progress=False, memory=False)
+    figures = []
+    monkeypatch.setattr(report_module, "png_bytes", lambda figure: figures.append(figure) or b"")
+    bench.plot_bytes()
+    latency, sizes = figures[0].axes
+    figures[0].canvas.draw()
+    assert [t.get_text() for t in latency.get_xticklabels()] == ["1", "3", "16"]
+    assert all(axis.get_title() for axis in (latency, sizes))
+    heights = [bar.get_height() * 1e6 for bar in sizes.patches]
+    expected = [inside.stat().st_size,
+                outside.stat().st_size + (tmp_path / "outside.data").stat().st_size]
+    assert heights == pytest.approx(expected)
+    assert heights[1] > heights[0] * 0.9  # the weights in outside.data are counted
