@@ -42,6 +42,7 @@ FIGURES: dict[str, list[str]] = {
     "torch_pruning": [PYTHON, "tools/compare_torch_pruning.py"],
     "scoring": [PYTHON, "tools/bench_scoring.py"],
     "distributed": [PYTHON, "tools/bench_distributed.py"],
+    "fuzz": [PYTHON, "tools/fuzz.py"],
 }
 DEMO_PICTURES = ("accuracy_vs_weights.png", "latency.png", "lenet300_100_before_after.png")
 BLOCK = re.compile(r"(<!-- figures:(?P<name>\w+) -->\n).*?(<!-- /figures:(?P=name) -->)",
