@@ -411,3 +411,25 @@ def test_summary_lists_what_was_left_and_strict_fails(tmp_path, capsys):
     assert not out.exists()
     code, text, err = run_cli([*args, "--verbose"], capsys)
     assert code == 0 and "kept 3 constant unit(s): left uncompacted around" in text
+
+
+def test_trusted_pickle_imports_from_the_current_folder(tmp_path, capsys, monkeypatch):
+    """torch.save(model) of a class defined beside the user: loads from that folder with
+    --trust-pickle, as `python -m` would; elsewhere the message says how to fix it."""
+    import subprocess
+    import sys
+
+    (tmp_path / "pickled_tiny.py").write_text(TINY_SOURCE)
+    subprocess.run([sys.executable, "-c", "import torch, pickled_tiny; "
+                    "torch.save(pickled_tiny.Tiny(4).eval(), 'whole.pt')"],
+                   cwd=tmp_path, check=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = [tmp_path / "whole.pt", "--trust-pickle", "--input-shape", "1,1,8,8", "--out"]
+    monkeypatch.chdir(elsewhere)
+    code, _, err = run_cli([*args, elsewhere / "a.onnx"], capsys)
+    assert code == 2 and "'pickled_tiny'" in err and "run from the folder" in err
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli([*args, tmp_path / "a.onnx"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "a.onnx").stat().st_size > 0
