@@ -9,6 +9,7 @@ from collections import Counter
 import torch
 from torch import fx, nn
 
+from .. import layers
 from . import graph as g
 from .decide import Decision
 from .report import ALIGN_REASON, LayerChange
@@ -125,19 +126,10 @@ def _install(graph_module: fx.GraphModule, layer: g.LayerCall, weight: torch.Ten
 
 def _new_module(layer: g.LayerCall, weight: torch.Tensor, bias: torch.Tensor | None,
                 groups: int) -> nn.Module:
-    module: nn.Module
     if layer.kind == "linear":
-        module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-    else:
-        kernel = (int(layer.weight.shape[2]), int(layer.weight.shape[3]))
-        module = nn.Conv2d(weight.shape[1] * groups, weight.shape[0], kernel,
-                           layer.stride, layer.padding, layer.dilation, groups,
-                           bias is not None)
-    with torch.no_grad():
-        module.weight.copy_(weight)
-        if bias is not None:
-            module.bias.copy_(bias)  # type: ignore[union-attr]
-    return module.eval()
+        return layers.linear(weight, bias).eval()
+    return layers.conv(weight, bias, stride=layer.stride, padding=layer.padding,
+                       dilation=layer.dilation, groups=groups).eval()
 
 
 def _change(slots: SlotGraph, decision: Decision, layer: g.LayerCall, rows: list[int],
