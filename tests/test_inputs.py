@@ -280,17 +280,6 @@ def test_our_own_output_given_back_warns(tmp_path, capsys):
     assert code == 0 and "rewritten since" in err and "before relief-export" in err
 
 
-class _Tiny(nn.Module):
-    def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, width, 3)
-        self.bn = nn.BatchNorm2d(width)
-        self.fc = nn.Linear(width * 6 * 6, 4)
-
-    def forward(self, x):
-        return self.fc(F.relu(self.bn(self.conv(x))).flatten(1))
-
-
 TINY_SOURCE = '''
 import torch.nn.functional as F
 from torch import nn
@@ -305,6 +294,11 @@ class Tiny(nn.Module):
     def forward(self, x):
         return self.fc(F.relu(self.bn(self.conv(x))).flatten(1))
 '''
+
+
+_NAMESPACE: dict = {}
+exec(TINY_SOURCE, _NAMESPACE)  # the same class the state_dict test imports from a file
+_Tiny = _NAMESPACE["Tiny"]
 
 
 def _hooked_tiny(width: int = 12) -> nn.Module:
