@@ -85,10 +85,14 @@ def check_conversion(path: Path, module: nn.Module, shape: list[int], seed: int 
     from .ort import session
 
     generator = torch.Generator().manual_seed(seed)
-    runtime = session(str(path), optimize=False)
-    name = runtime.get_inputs()[0].name
-    for x in (torch.randn(shape, generator=generator), torch.rand(shape, generator=generator)):
-        expected = runtime.run(None, {name: x.numpy()})[0]
+    try:
+        runtime = session(str(path), optimize=False)
+        name = runtime.get_inputs()[0].name
+        inputs = (torch.randn(shape, generator=generator), torch.rand(shape, generator=generator))
+        expected_outputs = [runtime.run(None, {name: x.numpy()})[0] for x in inputs]
+    except Exception as error:  # onnxruntime's own exception types
+        raise ReliefError(f"{path}: onnxruntime cannot run it ({first_line(error)})") from None
+    for x, expected in zip(inputs, expected_outputs, strict=True):
         try:
             with torch.no_grad():
                 got = module(x).numpy()
@@ -97,11 +101,11 @@ def check_conversion(path: Path, module: nn.Module, shape: list[int], seed: int 
                                     f"{shape} ({first_line(failure)}); please report this "
                                     "model") from None
         scale = max(float(np.abs(expected).max()), 1e-12)
-        error = float(np.abs(expected - got).max()) / scale if got.shape == expected.shape \
-            else math.inf
-        if not error <= TOLERANCE:
+        relative = float(np.abs(expected - got).max()) / scale \
+            if got.shape == expected.shape else math.inf
+        if not relative <= TOLERANCE:
             raise VerificationError(f"{path}: the converted model differs from onnxruntime on "
-                                    f"the file (relative error {error:.2e}); please report "
+                                    f"the file (relative error {relative:.2e}); please report "
                                     "this model")
 
 

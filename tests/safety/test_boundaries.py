@@ -71,7 +71,7 @@ def test_api_arguments(files, call, message):
     (["prune", "{f}/m.pt", "--data", "synthetic", "--out", "{f}/m.pt"], "is the input model"),
     (["train", "--arch", "lenet5", "--data", "synthetic", "--device", "bogus", "--out",
       "{f}/t.pt"], "device must be cpu or cuda"),
-    (["{f}/m.onnx", "--out", "{f}/x.onnx"], "is an ONNX model"),
+    (["{f}/m.onnx", "--out", "{f}/x.onnx", "--arch", "lenet5"], "--arch applies to state_dict"),
 ])
 def test_cli_options(files, args, message, capsys):
     before = {p.name: p.read_bytes() for p in files.iterdir()}
