@@ -386,8 +386,8 @@ def _pad(c: _Converter, node: ir.Node, args: list[Any]) -> fx.Node:
     pads = _constant(args, 1, "pads")
     assert pads is not None
     value = _constant(args, 2, "the pad value")
-    return c.call(F.pad, args[0], _torch_pads([int(p) for p in pads.tolist()]),
-                  value=float(value) if value is not None else 0.0)
+    fill = {"value": float(value)} if value is not None and float(value) != 0.0 else {}
+    return c.call(F.pad, args[0], _torch_pads([int(p) for p in pads.tolist()]), **fill)
 
 
 def _reduce(target: Callable) -> Callable[[_Converter, ir.Node, list[Any]], fx.Node]:

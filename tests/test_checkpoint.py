@@ -115,8 +115,11 @@ def test_truncated_and_garbage_files(tmp_path):
 
 def test_wrong_payloads(tmp_path):
     torch.save({"a": torch.zeros(2)}, tmp_path / "state.pt")
-    with pytest.raises(ReliefError, match="not a relief_export checkpoint"):
+    with pytest.raises(ReliefError, match=r"a state_dict .* name the architecture with --arch"):
         load_model(tmp_path / "state.pt")
+    torch.save({"a": [1, 2]}, tmp_path / "other.pt")
+    with pytest.raises(ReliefError, match="not a relief_export checkpoint"):
+        load_model(tmp_path / "other.pt")
     good = torch.load(save_checkpoint(tmp_path / "m.pt", masked_lenet(), arch=ZOO_ARCH,
                                       input_shape=[1, 1, 28, 28]), weights_only=True)
     for change, message in [({"version": 99}, "version 99"),

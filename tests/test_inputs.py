@@ -59,6 +59,8 @@ def test_onnx_in_compacts_like_the_module_route(tmp_path, arch, shape, dynamo):
     module_route = rx.export_onnx(model, tmp_path / "module.onnx",
                                   example_inputs=torch.randn(shape))
     assert source.read_bytes() == before
+    # residual gates (x * gate.view(1, -1, 1, 1)) and everything else is modelled: nothing left
+    assert module_route.compaction["uncompacted"] == report.compaction["uncompacted"] == []
     # torch's exporters fold BatchNorm into convs and drop some all-zero tensors themselves
     assert report.params_compact <= module_route.params_compact < report.params_dense
     assert report.params_nonzero <= module_route.params_nonzero

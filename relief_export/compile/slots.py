@@ -342,6 +342,10 @@ class _Builder:
         (scalar or per channel) keep the value's slots."""
         left, right = g.arg(node, 0, "input"), g.arg(node, 1, "other")
         a, b = self.of(left), self.of(right)
+        if self.constant(right) is not None:  # a model constant, even one given slots
+            b = None
+        elif self.constant(left) is not None:
+            a = None
         if a is None or b is None:
             data, other = (a, right) if a is not None else (b, left)
             return None if data is None else self._affine(node, data, other, kind)
