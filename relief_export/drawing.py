@@ -64,7 +64,7 @@ def draw_lenet300(models: dict[str, nn.Module], calibration: torch.Tensor,
         kept = sum(int(torch.count_nonzero(m.weight)) for m in model.modules()
                    if isinstance(m, nn.Linear))
         graph.set_title(f"{title}: 300-100-10 connections by share of incoming signal "
-                        f"({kept:,} weights in the whole network)")
+                        f"({kept:,} nonzero weights in all layers, biases not counted)")
         figure.colorbar(plt.cm.ScalarMappable(cmap="viridis"), ax=graph, fraction=0.03,
                         pad=0.01, label="c_ij / S_j, relative to the layer's largest")
         graph.set_xticks([0, 1, 2], ["hidden 300", "hidden 100", "output 10"])

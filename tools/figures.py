@@ -70,7 +70,8 @@ def run(name: str) -> Path:
         f"{time.perf_counter() - start:.0f} s) on "
         f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC.",
         f"Machine: {describe(before)}; load {after['load_1min']:.2f} after.", "",
-        "```", output.rstrip(), "```", ""])
+        *(["```", output.rstrip(), "```"] if "```" not in output else [output.rstrip()]),
+        ""])
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     target = FIGURES_DIR / f"{name}.md"
     target.write_text(text)
