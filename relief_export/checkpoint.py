@@ -29,7 +29,7 @@ from . import models, validate
 from .errors import ReliefError, first_line
 from .files import write_file
 from .lift_aten import lift_layers
-from .masks import apply_masks, effective_state_dict, masks_of
+from .masks import apply_masks, effective_state_dict, fold_prune_keys, masks_of
 from .onnx_input import read_onnx
 from .pt2 import load_export_archive
 from .quiet import current_folder_importable, not_importable
@@ -210,13 +210,7 @@ def _read_state_dict(source: Path, arch: dict[str, Any], allow_factory: bool) ->
     if state is None:
         raise ReliefError(f"{source}: --arch needs a state_dict file (a dict of tensors), "
                           f"this holds {type(payload).__name__}")
-    masks = {key[: -len("_mask")]: value.bool() for key, value in state.items()
-             if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in state}
-    plain = {key: value for key, value in state.items()
-             if not (key.endswith("_orig") and key[: -len("_orig")] in masks)
-             and not (key.endswith("_mask") and key[: -len("_mask")] in masks)}
-    for name, mask in masks.items():
-        plain[name] = state[name + "_orig"] * mask
+    plain, masks = fold_prune_keys(state)
     model = _build_arch(arch, source, allow_factory)
     try:
         model.load_state_dict(plain)

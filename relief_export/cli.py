@@ -47,15 +47,23 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
                        help="print the result as JSON on stdout instead of tables")
 
 
-def _parser(sub: Any, name: str, help_text: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text,
+# command -> what it does (its --help, and the list under the main --help)
+COMMANDS = {"train": "train a zoo model and save a dense checkpoint",
+            "prune": "NNrelief: prune a dense checkpoint iteratively",
+            "inspect": "per-layer density and dead units, and what export would write",
+            "bench": "benchmark ONNX models with onnxruntime (CPU)",
+            "demo": "the whole pipeline on the packaged MNIST digits"}
+
+
+def _parser(sub: Any, name: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name],
                             formatter_class=HelpFormatter)
     _add_output_options(parser)
     return parser
 
 
 def _train_parser(sub) -> None:
-    parser = _parser(sub, "train", "train a zoo model and save a dense checkpoint")
+    parser = _parser(sub, "train")
     parser.add_argument("--arch", required=True, metavar="NAME",
                         help=f"zoo architecture: {', '.join(ZOO_NAMES)}")
     parser.add_argument("--data", required=True, help=SPEC_HELP)
@@ -71,7 +79,7 @@ def _run_train(args: argparse.Namespace) -> dict:
 
 
 def _prune_parser(sub) -> None:
-    parser = _parser(sub, "prune", "NNrelief: prune a dense checkpoint iteratively")
+    parser = _parser(sub, "prune")
     parser.add_argument("model", help="dense checkpoint (.pt) from `relief-export train`")
     parser.add_argument("--data", required=True, help=SPEC_HELP)
     parser.add_argument("--out", required=True, help="masked checkpoint to write (.pt)")
@@ -109,7 +117,7 @@ def _run_prune(args: argparse.Namespace) -> dict:
 
 
 def _bench_parser(sub) -> None:
-    parser = _parser(sub, "bench", "benchmark ONNX models with onnxruntime (CPU)")
+    parser = _parser(sub, "bench")
     parser.add_argument("models", nargs="+", help="ONNX files; the first is the baseline")
     parser.add_argument("--batch", type=positive_list, default=[1, 8, 64],
                         help="batch sizes to time, comma-separated")
@@ -139,7 +147,7 @@ def _run_bench(args: argparse.Namespace) -> dict:
 
 
 def _demo_parser(sub) -> None:
-    parser = _parser(sub, "demo", "the whole pipeline on the packaged MNIST digits")
+    parser = _parser(sub, "demo")
     parser.add_argument("--out", default="demo_out", help="folder for models, report, figures")
     parser.add_argument("--quick", action="store_true", help="a few epochs only (smoke test)")
     parser.set_defaults(handler=_run_demo)
@@ -152,8 +160,7 @@ def _run_demo(args: argparse.Namespace) -> dict:
 
 
 def _inspect_parser(sub) -> None:
-    parser = _parser(sub, "inspect", "per-layer shapes, density and dead units, and what "
-                     "export would write (counts, formats)")
+    parser = _parser(sub, "inspect")
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--input-shape", type=positive_list, default=None,
                         help="e.g. 1,1,28,28 (needed only when the file records none)")
@@ -177,12 +184,8 @@ def _run_inspect(args: argparse.Namespace) -> dict:
 MODEL_HELP = ("the masked model: a relief_export checkpoint (.pt), a torch.export archive "
               "(.pt2), an ONNX model, a state_dict (with --arch) or, with --trust-pickle, a "
               "pickled nn.Module")
-COMMANDS_HELP = """commands (relief-export COMMAND --help for their options):
-  train     train a zoo model and save a dense checkpoint
-  prune     NNrelief: prune a dense checkpoint iteratively
-  inspect   per-layer density and dead units, and what export would write
-  bench     benchmark ONNX models with onnxruntime (CPU)
-  demo      the whole pipeline on the packaged MNIST digits"""
+COMMANDS_HELP = "commands (relief-export COMMAND --help for their options):\n" + "\n".join(
+    f"  {name:<9} {text}" for name, text in COMMANDS.items())
 
 _SUBCOMMANDS: dict[str, Callable] = {"train": _train_parser, "prune": _prune_parser,
                                      "inspect": _inspect_parser, "bench": _bench_parser,

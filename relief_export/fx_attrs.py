@@ -28,3 +28,14 @@ def attribute_value(graph_module: fx.GraphModule, argument: Any) -> torch.Tensor
     for part in str(node.target).split("."):
         value = getattr(value, part)
     return value if isinstance(value, torch.Tensor) else None
+
+
+def free_attribute_name(root: torch.nn.Module, name: str) -> str:
+    """``name`` made a Python identifier and, if ``root`` has it already, numbered (``_1``,
+    ...): where a new submodule or buffer can go."""
+    base = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "layer"
+    base = base if not base[0].isdigit() else f"n_{base}"
+    candidate, number = base, 1
+    while hasattr(root, candidate):
+        candidate, number = f"{base}_{number}", number + 1
+    return candidate

@@ -18,6 +18,7 @@ import torch
 from torch import fx, nn
 
 from . import layers
+from .fx_attrs import free_attribute_name
 
 aten = torch.ops.aten
 # ops evaluated when every tensor argument is constant: the prune-hook product and its casts
@@ -136,7 +137,7 @@ def _lift(graph_module: fx.GraphModule, node: fx.Node,
     values = [constants.get(a, a) if isinstance(a, fx.Node) else a for a in args]
     values[0] = example
     layer = build(values)
-    name = _free_name(graph_module, f"lifted_{node.name}")
+    name = free_attribute_name(graph_module, f"lifted_{node.name}")
     graph_module.add_module(name, layer)
     with graph_module.graph.inserting_before(node):
         call = graph_module.graph.call_module(name, (node.args[0],))
@@ -153,10 +154,3 @@ def _lift(graph_module: fx.GraphModule, node: fx.Node,
         node.replace_all_uses_with(call)
     graph_module.graph.erase_node(node)
     return 1
-
-
-def _free_name(root: nn.Module, name: str) -> str:
-    candidate, number = name, 1
-    while hasattr(root, candidate):
-        candidate, number = f"{name}_{number}", number + 1
-    return candidate

@@ -7,27 +7,30 @@ from torch import nn
 from torch.nn.utils import prune
 
 
-def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict a plain (unmasked) copy of ``model`` would have: masked values folded in.
+def fold_prune_keys(state: dict[str, torch.Tensor]
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A state dict with ``foo.X_orig`` / ``foo.X_mask`` pairs (torch.nn.utils.prune) as the
+    plain ``foo.X = orig * mask`` entries, and the boolean masks by those names."""
+    masks = {key[: -len("_mask")]: value.bool().clone() for key, value in state.items()
+             if key.endswith("_mask") and key[: -len("_mask")] + "_orig" in state}
+    plain = {}
+    for key, value in state.items():
+        base = key[: -len("_orig")] if key.endswith("_orig") else key[: -len("_mask")]
+        if base not in masks:
+            plain[key] = value.detach().clone()
+        elif key.endswith("_orig"):
+            plain[base] = (value * state[base + "_mask"]).detach().clone()
+    return plain, masks
 
-    ``foo.weight_orig`` / ``foo.weight_mask`` pairs become ``foo.weight = orig * mask``.
-    """
-    state = {}
-    for key, value in model.state_dict().items():
-        if key.endswith("_mask"):
-            continue
-        if key.endswith("_orig"):
-            base = key[: -len("_orig")]
-            state[base] = (value * model.state_dict()[base + "_mask"]).detach().clone()
-        else:
-            state[key] = value.detach().clone()
-    return state
+
+def effective_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict a plain (unmasked) copy of ``model`` would have: masked values folded in."""
+    return fold_prune_keys(model.state_dict())[0]
 
 
 def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     """Boolean keep-masks keyed by parameter name, from prune masks where present."""
-    return {key[: -len("_mask")]: value.bool().clone()
-            for key, value in model.state_dict().items() if key.endswith("_mask")}
+    return fold_prune_keys(model.state_dict())[1]
 
 
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:

@@ -25,6 +25,7 @@ from torch import fx, nn
 
 from . import layers
 from .errors import ReliefError, VerificationError, first_line
+from .fx_attrs import free_attribute_name
 
 EXAMPLE_BATCH = 2
 TOLERANCE = 1e-4
@@ -177,7 +178,7 @@ class _Converter:
         return self.values[value]
 
     def constant(self, tensor: torch.Tensor) -> fx.Node:
-        name = _safe("constant", self.root)
+        name = free_attribute_name(self.root, "constant")
         self.root.register_buffer(name, tensor.float() if tensor.is_floating_point()
                                   else tensor)
         node = self.graph.get_attr(name)
@@ -195,7 +196,7 @@ class _Converter:
         return node
 
     def layer(self, name: str, module: nn.Module, argument: fx.Node) -> fx.Node:
-        name = _safe(name, self.root)
+        name = free_attribute_name(self.root, name)
         self.root.add_module(name, module.eval())
         node = self.graph.call_module(name, (argument,))
         with torch.no_grad():
@@ -205,15 +206,6 @@ class _Converter:
 
 def _tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, copy=True))
-
-
-def _safe(name: str, root: nn.Module) -> str:
-    base = "".join(c if c.isalnum() else "_" for c in name).strip("_") or "layer"
-    base = base if not base[0].isdigit() else f"n_{base}"
-    candidate, number = base, 1
-    while hasattr(root, candidate):
-        candidate, number = f"{base}_{number}", number + 1
-    return candidate
 
 
 def _attr(node: ir.Node, name: str, default: Any) -> Any:
