@@ -22,7 +22,8 @@ ELEMENTWISE_FUNCTIONS = {F.relu, torch.relu, torch.relu_, F.relu6, F.leaky_relu,
                          F.gelu, F.silu, torch.sigmoid, torch.tanh, F.hardtanh, F.hardswish,
                          F.mish, F.softplus, aten.relu.default, aten.relu_.default,
                          aten.sigmoid.default, aten.tanh.default, aten.hardtanh.default,
-                         aten.gelu.default, aten.silu.default, aten.leaky_relu.default}
+                         aten.gelu.default, aten.silu.default, aten.leaky_relu.default,
+                         aten.relu6.default, aten.hardswish.default, aten.hardsigmoid.default}
 ELEMENTWISE_METHODS = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"}
 IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
 IDENTITY_FUNCTIONS = {F.dropout, F.dropout2d, aten.clone.default, aten.contiguous.default}
@@ -41,3 +42,5 @@ SPLIT_FUNCTIONS = {torch.split, torch.chunk, aten.split.Tensor, aten.split_with_
                    aten.chunk.default}
 MEAN_FUNCTIONS = {torch.mean, torch.amax, aten.mean.dim, aten.amax.default}
 RESHAPE_METHODS = {"view", "reshape", "flatten"}
+# pad(input, pad, mode="constant", value=None), same arguments in both spellings
+PAD_FUNCTIONS = {F.pad, aten.pad.default}

@@ -30,7 +30,7 @@ CHECK_OPS = {aten._assert_tensor_metadata.default}
 
 def _conv(a: list[Any]) -> nn.Module:
     # conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1)
-    stride, padding, dilation, groups = (a + [None, None, None, 1, 0, 1, 1][len(a):])[3:7]
+    stride, padding, dilation, groups = a[3:7]
     rank = a[1].dim() - 2
     return layers.conv(a[1], a[2], stride=_per_axis(stride, rank),
                        padding=_per_axis(padding, rank), dilation=_per_axis(dilation, rank),
@@ -136,6 +136,9 @@ def _lift(graph_module: fx.GraphModule, node: fx.Node,
         return 0
     values = [constants.get(a, a) if isinstance(a, fx.Node) else a for a in args]
     values[0] = example
+    schema = node.target._schema.arguments  # type: ignore[union-attr]
+    values += [argument.default_value if argument.has_default_value() else None
+               for argument in schema[len(values):]]  # omitted trailing arguments
     layer = build(values)
     name = free_attribute_name(graph_module, f"lifted_{node.name}")
     graph_module.add_module(name, layer)

@@ -429,3 +429,37 @@ def test_trusted_pickle_imports_from_the_current_folder(tmp_path, capsys, monkey
     code, _, err = run_cli([*args, tmp_path / "a.onnx"], capsys)
     assert code == 0, err
     assert (tmp_path / "a.onnx").stat().st_size > 0
+
+
+class _PaddedDepthwise(nn.Module):
+    """A dead unit's constant, zero-padded on its spatial axes (TF-style SAME padding, as in
+    MobileNet ports), then read by a depthwise conv: not a constant any more at the border."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.d, self.b = nn.Conv2d(8, 8, 3, stride=2, groups=8), nn.Conv2d(8, 4, 1)
+        with torch.no_grad():
+            self.a.weight[:3] = 0
+            self.bn.running_mean.uniform_(-1, 1)
+            self.bn.bias.uniform_(0.5, 1)  # dead units emit relu6(shift) > 0
+
+    def forward(self, x):
+        h = F.pad(F.relu6(self.bn(self.a(x))), (0, 1, 0, 1))
+        return self.b(F.relu6(self.d(h)))
+
+
+def test_spatially_padded_constants_and_bias_free_convs(tmp_path):
+    """Both routes: the module (zero padding of a constant channel is not a constant) and its
+    .pt2 (aten.conv2d called without a bias argument)."""
+    torch.manual_seed(0)
+    model = _PaddedDepthwise().eval()
+    x = torch.randn(3, 3, 16, 16)
+    small = rx.compact(model, x[:1], align=1)  # raised "changed the function" before
+    with torch.no_grad():
+        assert _relative(model(x).numpy(), small(x).numpy()) <= 1e-5
+    archive = tmp_path / "padded.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(archive))
+    exported = rx.export_onnx(archive, tmp_path / "padded.onnx", align=1)
+    assert exported.compaction["uncompacted"] == []
+    assert _relative(model(x).detach().numpy(), _run(tmp_path / "padded.onnx", x.numpy())) <= 1e-5

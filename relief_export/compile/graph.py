@@ -29,6 +29,7 @@ from ..fx_ops import (  # noqa: F401 - re-exported for the compile package
     LAYER_FUNCTIONS,
     MEAN_FUNCTIONS,
     MUL_FUNCTIONS,
+    PAD_FUNCTIONS,
     POOL_FUNCTIONS,
     POOL_MODULES,
     RESHAPE_FUNCTIONS,

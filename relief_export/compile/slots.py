@@ -232,7 +232,7 @@ class _Builder:
                 return self.reshape
             if target in g.CAT_FUNCTIONS:
                 return self.cat
-            if target is torch.nn.functional.pad:
+            if target in g.PAD_FUNCTIONS:
                 return self.pad
             if target is g.aten.constant_pad_nd.default:
                 return self.constant_pad
@@ -474,10 +474,13 @@ class _Builder:
         source, shape = self.of(source_node), _shape(source_node)
         if source is None or shape is None or not isinstance(pad, (list, tuple)):
             return None
-        if len(pad) // 2 < len(shape) - 1:
-            return source if mode == "constant" and not fill else None
         if mode != "constant" or fill:
             return None
+        if len(pad) // 2 < len(shape) - 1:
+            # spatial zero padding: a constant v != 0 becomes v inside, 0 at the border
+            spatial = any(int(p) for p in pad)
+            return source.with_state(source.live | (spatial & (source.value != 0)),
+                                     source.value)
         offset = 2 * (len(shape) - 2)
         before, after = int(pad[offset]), int(pad[offset + 1])
         if len(pad) > offset + 2 or before < 0 or after < 0:

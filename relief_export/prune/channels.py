@@ -27,6 +27,7 @@ from ..fx_ops import (
     ELEMENTWISE_MODULES,
     IDENTITY_FUNCTIONS,
     IDENTITY_MODULES,
+    PAD_FUNCTIONS,
 )
 from .structure import (
     BATCHNORM_TYPES,
@@ -92,7 +93,7 @@ class ChannelFlow:
                 return self._reshape
             if target is torch.cat:
                 return self._cat
-            if target is F.pad:
+            if target in PAD_FUNCTIONS:
                 return self._pad
             if target is operator.getitem:
                 return self._getitem
