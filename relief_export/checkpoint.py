@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import io
 import re
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +25,9 @@ import torch
 from torch import nn
 
 from . import models, validate
+from .capture import program_module
 from .errors import ReliefError, first_line
 from .files import write_file
-from .lift_aten import lift_layers
 from .masks import apply_masks, effective_state_dict, fold_prune_keys, masks_of
 from .onnx_input import read_onnx
 from .pt2 import load_export_archive
@@ -366,27 +365,5 @@ def _read_export_archive(source: Path, trust: bool) -> LoadedModel:
     shape = None
     if len(placeholders) == 1 and "val" in placeholders[0].meta:
         shape = [int(d) if isinstance(d, int) else 1 for d in placeholders[0].meta["val"].shape]
-    try:
-        module = program.module()
-    except Exception as error:
-        raise ReliefError(f"{source}: cannot rebuild a module from the archive "
-                          f"({first_line(error)})") from None
-    _drop_shape_guards(module)
-    if isinstance(module, torch.fx.GraphModule):
-        lift_layers(module)
-    # An exported graph is fixed to the mode it was captured in; train() / eval() would raise.
-    module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
-    module.eval = types.MethodType(lambda self: self, module)  # type: ignore[method-assign]
+    module = program_module(program, str(source))
     return LoadedModel(module, source, "torch.export", shape)
-
-
-def _drop_shape_guards(module: nn.Module) -> None:
-    """Remove the input-shape guard of an unlifted program, so that any batch size the graph
-    itself supports runs (the ONNX export has a dynamic batch axis)."""
-    graph = getattr(module, "graph", None)
-    if graph is None:
-        return
-    for node in list(graph.nodes):
-        if node.op == "call_module" and str(node.target) == "_guards_fn" and not node.users:
-            graph.erase_node(node)
-    module.recompile()  # type: ignore[operator]

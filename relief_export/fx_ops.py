@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 aten = torch.ops.aten
-LAYER_FUNCTIONS = {F.linear: "linear", F.conv2d: "conv", aten.linear.default: "linear",
+LAYER_FUNCTIONS = {F.linear: "linear", F.conv1d: "conv", F.conv2d: "conv",
+                   aten.linear.default: "linear", aten.conv1d.default: "conv",
                    aten.conv2d.default: "conv"}
 ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
                        nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Mish,
@@ -35,8 +36,17 @@ AVERAGE_POOL_FUNCTIONS = {F.avg_pool2d, aten.avg_pool2d.default}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, aten.add.Tensor}
 MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul, aten.mul.Tensor}
 RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, aten.flatten.using_ints, aten.view.default,
-                     aten.reshape.default}
-SIZED_RESHAPES = {torch.reshape, aten.view.default, aten.reshape.default}
+                     aten.reshape.default, aten._unsafe_view.default}
+UNSQUEEZE_FUNCTIONS = {torch.unsqueeze, torch.squeeze, aten.unsqueeze.default,
+                       aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default}
+SIZED_RESHAPES = {torch.reshape, aten.view.default, aten.reshape.default,
+                  aten._unsafe_view.default}
+SIZED_RESHAPE_METHODS = {"view", "reshape"}
+TRANSPOSE_FUNCTIONS = {torch.transpose, aten.transpose.int}
+PERMUTE_FUNCTIONS = {torch.permute, aten.permute.default}
+EXPAND_FUNCTIONS = {torch.broadcast_to, aten.expand.default}
+LAYER_NORM_FUNCTIONS = {F.layer_norm, aten.layer_norm.default}
+GROUP_NORM_FUNCTIONS = {F.group_norm, aten.group_norm.default}
 CAT_FUNCTIONS = {torch.cat, aten.cat.default}
 SPLIT_FUNCTIONS = {torch.split, torch.chunk, aten.split.Tensor, aten.split_with_sizes.default,
                    aten.chunk.default}

@@ -17,6 +17,7 @@ from torch import nn
 from .errors import ReliefError
 
 _CONVS: dict[int, Any] = {1: nn.Conv1d, 2: nn.Conv2d}
+_TRANSPOSED_CONVS: dict[int, Any] = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}
 _BATCH_NORMS = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d}
 
 
@@ -31,6 +32,21 @@ def conv(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: Sequence[in
                             tuple(weight.shape[2:]), stride=tuple(stride),
                             padding=tuple(padding), dilation=tuple(dilation), groups=groups,
                             bias=bias is not None)
+    _fill(layer, weight, bias)
+    return layer
+
+
+def conv_transpose(weight: torch.Tensor, bias: torch.Tensor | None, *, stride: Sequence[int],
+                   padding: Sequence[int], output_padding: Sequence[int],
+                   dilation: Sequence[int]) -> nn.Module:
+    """nn.ConvTranspose1d / 2d (one group) holding ``weight`` [in, out, *kernel] and ``bias``."""
+    spatial = weight.dim() - 2
+    if spatial not in _TRANSPOSED_CONVS:
+        raise ReliefError(f"a {spatial}-d transposed convolution is not supported")
+    layer: Any = _TRANSPOSED_CONVS[spatial](
+        weight.shape[0], weight.shape[1], tuple(weight.shape[2:]), stride=tuple(stride),
+        padding=tuple(padding), output_padding=tuple(output_padding),
+        dilation=tuple(dilation), bias=bias is not None)
     _fill(layer, weight, bias)
     return layer
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch import fx, nn
 
 from .. import validate
 from ..errors import ReliefError
-from ..fx_trace import trace
+from ..capture import capture
 from . import graph as g
 from .decide import decide
 from .fold import fold_batchnorms
@@ -43,15 +44,16 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     the same shape: max |error| / max |output| <= 1e-5.
     """
     validate.module("model", model, "load a file with relief_export.load_model first")
-    example = _example(example_inputs)
+    examples = _examples(example_inputs)
     validate.flag("fold_batchnorm", fold_batchnorm)
     validate.integer("align", align, 1, 1024)
     validate.number("partial_add_cost", partial_add_cost, 0.0, float("1e30"))
     validate.integer("check_samples", check_samples, 1, 4096)
     _check_finite(model)
     reference = g.unmasked_copy(model)
-    graph_module = trace(reference, "compaction")
-    g.propagate_shapes(graph_module, example)
+    graph_module = capture(reference, examples, "compaction")
+    _check_arity(graph_module, len(examples))
+    g.propagate_shapes(graph_module, *examples)
     slots = build(graph_module, partial_add_cost)
     decision = decide(slots, align)
     changes, dropped = rewrite(slots, decision)
@@ -61,47 +63,91 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     report.notes += slots.notes
     if fold_batchnorm:
         report.batchnorm_folded = fold_batchnorms(graph_module)
-    graph_module.eval()
-    report.max_relative_error = verify(model, graph_module, example, check_samples)
+    g.set_mode(graph_module, training=False)
+    report.max_relative_error = verify(model, graph_module, examples, check_samples)
     return graph_module, report
 
 
-def verify(original: nn.Module, compacted: nn.Module, example: torch.Tensor,
-           samples: int = 8, seed: int = 0) -> float:
-    """max |a - b| / max |a| over the example and seeded random inputs; raises above 1e-5."""
+def verify(original: nn.Module, compacted: nn.Module, examples: Any, samples: int = 8,
+           seed: int = 0) -> float:
+    """max |a - b| / max |a| over every output, on the examples and on seeded random inputs of
+    their shapes (float inputs: normal and uniform; integer inputs such as token ids: uniform
+    over the examples' range); raises above 1e-5 or when the outputs' structure differs."""
+    examples = _examples(examples)
     generator = torch.Generator().manual_seed(seed)
-    shape = (samples, *example.shape[1:])
-    inputs = [example, torch.randn(shape, generator=generator),
-              torch.rand(shape, generator=generator)]
+    draws = [examples, *(tuple(_random_like(x, samples, generator, kind) for x in examples)
+                         for kind in ("normal", "uniform"))]
     worst = 0.0
     was_training = original.training
-    original.eval()
+    g.set_mode(original, training=False)
     try:
         with torch.no_grad():
-            for x in inputs:
-                expected, got = original(x), compacted(x)
-                scale = expected.abs().max().clamp_min(1e-12)
-                worst = max(worst, float((expected - got).abs().max() / scale))
+            for inputs in draws:
+                worst = max(worst, _relative_error(original(*inputs), compacted(*inputs)))
     finally:
-        original.train(was_training)
+        g.set_mode(original, training=was_training)
     if not worst <= TOLERANCE:
         raise ReliefError(f"compaction changed the function (max relative error {worst:.2e} > "
                           f"{TOLERANCE:.0e}); please report this model")
     return worst
 
 
-def _example(example_inputs: Any) -> torch.Tensor:
-    if isinstance(example_inputs, (tuple, list)):
-        if len(example_inputs) != 1:
-            raise ReliefError("compaction supports models with exactly one input tensor")
-        example_inputs = example_inputs[0]
-    if not isinstance(example_inputs, torch.Tensor) or not example_inputs.is_floating_point():
-        raise ReliefError("example_inputs must be one floating-point tensor")
-    validate.finite("example_inputs", validate.tensor("example_inputs", example_inputs))
-    if example_inputs.dim() < 1 or example_inputs.shape[0] < 1:
-        raise ReliefError(f"example_inputs must have a batch axis of size >= 1, got shape "
-                          f"{list(example_inputs.shape)}")
-    return example_inputs.detach()
+def _relative_error(expected: Any, got: Any) -> float:
+    expected_leaves, got_leaves = pytree.tree_leaves(expected), pytree.tree_leaves(got)
+    if len(expected_leaves) != len(got_leaves):
+        return float("inf")
+    worst = 0.0
+    for a, b in zip(expected_leaves, got_leaves, strict=True):
+        if not isinstance(a, torch.Tensor) or not a.is_floating_point():
+            worst = max(worst, 0.0 if torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+                        else float("inf"))
+            continue
+        if a.shape != b.shape:
+            return float("inf")
+        scale = a.abs().max().clamp_min(1e-12) if a.numel() else torch.tensor(1.0)
+        worst = max(worst, float((a - b).abs().max() / scale) if a.numel() else 0.0)
+    return worst
+
+
+def _random_like(example: torch.Tensor, samples: int, generator: torch.Generator,
+                 kind: str) -> torch.Tensor:
+    shape = (samples, *example.shape[1:])
+    if example.is_floating_point():
+        draw = torch.randn if kind == "normal" else torch.rand
+        return draw(shape, generator=generator, dtype=example.dtype)
+    low, high = int(example.min()), int(example.max()) + 1
+    return torch.randint(low, high, shape, generator=generator, dtype=example.dtype)
+
+
+def _examples(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    """One tensor or a tuple / list of tensors (float, or integer such as token ids), each
+    with a batch axis."""
+    items = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) \
+        else (example_inputs,)
+    if not items:
+        raise ReliefError("example_inputs is empty: give one tensor per model input")
+    for number, item in enumerate(items):
+        name = "example_inputs" if len(items) == 1 else f"example_inputs[{number}]"
+        if not isinstance(item, torch.Tensor) or item.is_complex() or item.dtype == torch.bool:
+            raise ReliefError(f"{name} must be a float or integer tensor, got "
+                              f"{type(item).__name__ if not isinstance(item, torch.Tensor) else item.dtype}")
+        if item.is_floating_point():
+            validate.finite(name, validate.tensor(name, item))
+        if item.dim() < 1 or item.shape[0] < 1:
+            raise ReliefError(f"{name} must have a batch axis of size >= 1, got shape "
+                              f"{list(item.shape)}")
+    return tuple(item.detach() for item in items)
+
+
+def _check_arity(graph_module: fx.GraphModule, given: int) -> None:
+    inputs = [node for node in graph_module.graph.nodes if node.op == "placeholder"]
+    required = [node for node in inputs if not node.args]
+    if not len(required) <= given <= len(inputs):
+        names = ", ".join(str(node.target) for node in inputs)
+        raise ReliefError(f"the model takes {len(required)} to {len(inputs)} inputs ({names}) "
+                          f"but example_inputs holds {given} tensor(s)" if len(required) !=
+                          len(inputs) else f"the model takes {len(inputs)} input(s) ({names}) "
+                          f"but example_inputs holds {given} tensor(s)")
 
 
 def _check_finite(model: nn.Module) -> None:

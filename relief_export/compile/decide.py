@@ -45,9 +45,13 @@ def decide(slots: SlotGraph, align: int = 1) -> Decision:
             first = slots.values[node.args[0]].ids[0]  # type: ignore[index]
             extra_pins[first] = (f"kept one input channel of {slots.layers[node].name} so it "
                                  "keeps an input (its units are constant)")
+        for node in _emptied_layers(slots, new_rows):
+            extra_pins[slots.values[node].ids[0]] = (
+                f"kept one unit of {slots.layers[node].name}: it cannot be removed whole "
+                "(its output is read elsewhere than by a channel concatenation)")
         aligned = _aligned(slots, new_rows, reasons, align) if align > 1 else {}
         extra_pins.update(aligned)
-        if not starved and not aligned and all(torch.equal(rows[n], new_rows[n]) for n in rows):
+        if not starved and not aligned and not _emptied_layers(slots, new_rows) and all(torch.equal(rows[n], new_rows[n]) for n in rows):
             return Decision(reasons, rows, representative)
         rows = new_rows
 
@@ -135,3 +139,22 @@ def _starved_layers(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor],
         if rows[node].any() and ids and not any(slots.union.find(s) in reasons for s in ids):
             starved.append(node)
     return starved
+
+
+def _emptied_layers(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor]) -> list[fx.Node]:
+    """Layers left with no unit whose output cannot simply disappear: only a layer whose
+    channels reach nothing but channel concatenations (through per-channel operations) is
+    removed whole, with its part of the concatenation."""
+    return [node for node, kept in rows.items()
+            if kept.numel() and not kept.any() and not _only_concatenated(slots, node)]
+
+
+def _only_concatenated(slots: SlotGraph, node: fx.Node) -> bool:
+    ids = slots.values[node].ids
+    for user in node.users:
+        value = slots.values.get(user)
+        if any(edit.node is user and edit.kind == "cat" for edit in slots.edits):
+            continue
+        if value is None or value.ids != ids or not _only_concatenated(slots, user):
+            return False
+    return True

@@ -1,7 +1,10 @@
-"""The traced graph compaction works on, and a uniform view of its Linear / Conv2d layers.
+"""The traced graph compaction works on, and a uniform view of its layers.
 
-A layer is either a call of an nn.Linear / nn.Conv2d module or a call of F.linear / F.conv2d
-whose weight and bias are attributes of the model; both are read and rewritten the same way.
+A layer is a call of an nn.Linear / nn.Conv1d / nn.Conv2d / nn.ConvTranspose1d /
+nn.ConvTranspose2d module, or a call of F.linear / F.conv1d / F.conv2d (or their ATen
+overloads) whose weight and bias are attributes of the model; all are read and rewritten the
+same way. ``LayerCall.weight`` is always [out, in / groups, *kernel]: a transposed
+convolution's [in, out, *kernel] weight is seen transposed.
 """
 
 from __future__ import annotations
@@ -23,19 +26,26 @@ from ..fx_ops import (  # noqa: F401 - re-exported for the compile package
     ELEMENTWISE_FUNCTIONS,
     ELEMENTWISE_METHODS,
     ELEMENTWISE_MODULES,
+    EXPAND_FUNCTIONS,
+    GROUP_NORM_FUNCTIONS,
     IDENTITY_FUNCTIONS,
     IDENTITY_METHODS,
     IDENTITY_MODULES,
     LAYER_FUNCTIONS,
+    LAYER_NORM_FUNCTIONS,
     MEAN_FUNCTIONS,
     MUL_FUNCTIONS,
     PAD_FUNCTIONS,
+    PERMUTE_FUNCTIONS,
     POOL_FUNCTIONS,
     POOL_MODULES,
     RESHAPE_FUNCTIONS,
     RESHAPE_METHODS,
+    SIZED_RESHAPE_METHODS,
     SIZED_RESHAPES,
     SPLIT_FUNCTIONS,
+    TRANSPOSE_FUNCTIONS,
+    UNSQUEEZE_FUNCTIONS,
     aten,
 )
 from ..fx_trace import quiet_interpreter, root_cause
@@ -43,16 +53,16 @@ from ..fx_trace import quiet_interpreter, root_cause
 
 @dataclass
 class LayerCall:
-    """One Linear / Conv2d application in the graph."""
+    """One Linear / convolution application in the graph."""
 
     node: fx.Node
-    kind: str  # "linear" or "conv"
-    weight: torch.Tensor
+    kind: str  # "linear", "conv" or "conv_transpose"
+    weight: torch.Tensor  # [out, in / groups, *kernel]
     bias: torch.Tensor | None
     module: nn.Module | None = None  # set for call_module layers
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    dilation: tuple[int, int] = (1, 1)
+    stride: tuple[int, ...] = (1, 1)
+    padding: tuple[int, ...] = (0, 0)
+    dilation: tuple[int, ...] = (1, 1)
     groups: int = 1
 
     @property
@@ -65,7 +75,14 @@ class LayerCall:
 
     @property
     def padded(self) -> bool:
-        return any(p > 0 for p in self.padding)
+        """Whether a constant input map gives a non-uniform output (zero borders; a transposed
+        convolution's overlapping taps count as borders too)."""
+        return self.kind == "conv_transpose" or any(p > 0 for p in self.padding)
+
+    @property
+    def channel_axis(self) -> int:
+        """The input axis it reads features from: last for Linear, 1 for convolutions."""
+        return -1 if self.kind == "linear" else 1
 
 
 def unmasked_copy(model: nn.Module) -> nn.Module:
@@ -75,7 +92,8 @@ def unmasked_copy(model: nn.Module) -> nn.Module:
             for hook in module._forward_pre_hooks.values():
                 if isinstance(hook, prune.BasePruningMethod):
                     setattr(module, hook._tensor_name, hook.apply_mask(module))
-    clone = copy.deepcopy(model).eval()
+    clone = copy.deepcopy(model)
+    set_mode(clone, training=False)
     for module in clone.modules():
         for hook in list(module._forward_pre_hooks.values()):
             if isinstance(hook, prune.BasePruningMethod):
@@ -83,15 +101,24 @@ def unmasked_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
-def propagate_shapes(graph_module: fx.GraphModule, example: torch.Tensor) -> torch.Tensor:
+def set_mode(model: nn.Module, *, training: bool) -> None:
+    """train() / eval(), for graphs fixed to one mode too (torch.export's modules refuse)."""
+    try:
+        model.train(training)
+    except NotImplementedError:
+        pass
+
+
+def propagate_shapes(graph_module: fx.GraphModule, *examples: torch.Tensor) -> Any:
     """Run once, storing every node's ``tensor_meta``; returns the output."""
     with torch.no_grad(), quiet_interpreter():
         try:
-            return ShapeProp(graph_module).propagate(example)
+            return ShapeProp(graph_module).propagate(*examples)
         except Exception as error:
             first = first_line(root_cause(error))
-            raise ReliefError(f"example inputs of shape {list(example.shape)} do not fit "
-                              f"the model: {first}") from None
+            shapes = ", ".join(str(list(x.shape)) for x in examples)
+            raise ReliefError(f"example inputs of shape {shapes} do not fit the model: "
+                              f"{first}") from None
 
 
 def attribute(graph_module: fx.GraphModule, target: str) -> Any:
@@ -112,19 +139,15 @@ def set_attribute(graph_module: fx.GraphModule, target: str, value: Any) -> None
         setattr(owner, leaf, value)
 
 
+_CONV_MODULES = (nn.Conv1d, nn.Conv2d)
+_TRANSPOSED_MODULES = (nn.ConvTranspose1d, nn.ConvTranspose2d)
+
+
 def layer_call(node: fx.Node, graph_module: fx.GraphModule,
                modules: dict[str, nn.Module]) -> LayerCall | None:
-    """The layer a node applies, or None when it is not a Linear / Conv2d application."""
+    """The layer a node applies, or None when it is not a layer application."""
     if node.op == "call_module":
-        module = modules[str(node.target)]
-        if isinstance(module, nn.Linear):
-            return LayerCall(node, "linear", module.weight.detach(), _detach(module.bias), module)
-        if isinstance(module, nn.Conv2d) and isinstance(module.padding, tuple) and \
-                module.padding_mode == "zeros":
-            return LayerCall(node, "conv", module.weight.detach(), _detach(module.bias), module,
-                             _pair(module.stride), _pair(module.padding),
-                             _pair(module.dilation), module.groups)
-        return None
+        return _module_layer(node, modules[str(node.target)])
     if node.op != "call_function" or node.target not in LAYER_FUNCTIONS:
         return None
     kind = LAYER_FUNCTIONS[node.target]
@@ -140,9 +163,27 @@ def layer_call(node: fx.Node, graph_module: fx.GraphModule,
     padding = arguments.get("padding", 0)
     if isinstance(padding, str):
         return None
+    spatial = weight_value.dim() - 2
     return LayerCall(node, kind, weight_value, bias_value, None,
-                     _pair(arguments.get("stride", 1)), _pair(padding),
-                     _pair(arguments.get("dilation", 1)), int(arguments.get("groups", 1)))
+                     _tuple(arguments.get("stride", 1), spatial), _tuple(padding, spatial),
+                     _tuple(arguments.get("dilation", 1), spatial),
+                     int(arguments.get("groups", 1)))
+
+
+def _module_layer(node: fx.Node, module: nn.Module) -> LayerCall | None:
+    if isinstance(module, nn.Linear):
+        return LayerCall(node, "linear", module.weight.detach(), _detach(module.bias), module)
+    if isinstance(module, (*_CONV_MODULES, *_TRANSPOSED_MODULES)) and \
+            isinstance(module.padding, tuple) and module.padding_mode == "zeros":
+        transposed = isinstance(module, _TRANSPOSED_MODULES)
+        if transposed and module.groups != 1:
+            return None
+        weight = module.weight.detach()
+        return LayerCall(node, "conv_transpose" if transposed else "conv",
+                         weight.transpose(0, 1) if transposed else weight,
+                         _detach(module.bias), module, tuple(module.stride),
+                         tuple(module.padding), tuple(module.dilation), module.groups)
+    return None
 
 
 def arg(node: fx.Node, index: int, keyword: str | None = None, default: Any = None) -> Any:
@@ -167,10 +208,10 @@ def _detach(tensor: torch.Tensor | None) -> torch.Tensor | None:
     return None if tensor is None else tensor.detach()
 
 
-def _pair(value: Any) -> tuple[int, int]:
+def _tuple(value: Any, length: int) -> tuple[int, ...]:
     if isinstance(value, int):
-        return (value, value)
-    return (int(value[0]), int(value[1]))
+        return (value,) * length
+    return tuple(int(v) for v in value)
 
 
 def shape_of(node: Any) -> tuple[int, ...] | None:

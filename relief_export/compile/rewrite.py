@@ -31,6 +31,8 @@ def rewrite(slots: SlotGraph, decision: Decision) -> tuple[list[LayerChange], in
     for partial in slots.partial_adds:
         _place_branch(slots, partial, kept)
     graph_module = slots.graph_module
+    graph_module.graph.eliminate_dead_code()
+    graph_module.delete_all_unused_submodules()
     graph_module.graph.lint()
     graph_module.recompile()
     return changes, dropped
@@ -56,7 +58,8 @@ def _rewrite_layer(slots: SlotGraph, decision: Decision, layer: g.LayerCall,
     else:
         new_weight, groups = weight, layer.groups
     new_bias = bias[rows] if bias is not None else None
-    _install(slots.graph_module, layer, new_weight.clone(), new_bias, groups)
+    if rows:  # a layer left with no unit goes with its part of a concatenation
+        _install(slots.graph_module, layer, new_weight.clone(), new_bias, groups)
     return _change(slots, decision, layer, rows, new_weight, new_bias)
 
 
@@ -128,6 +131,12 @@ def _new_module(layer: g.LayerCall, weight: torch.Tensor, bias: torch.Tensor | N
                 groups: int) -> nn.Module:
     if layer.kind == "linear":
         return layers.linear(weight, bias).eval()
+    if layer.kind == "conv_transpose":
+        assert isinstance(layer.module, (nn.ConvTranspose1d, nn.ConvTranspose2d))
+        return layers.conv_transpose(weight.transpose(0, 1), bias, stride=layer.stride,
+                                     padding=layer.padding,
+                                     output_padding=tuple(layer.module.output_padding),
+                                     dilation=layer.dilation).eval()
     return layers.conv(weight, bias, stride=layer.stride, padding=layer.padding,
                        dilation=layer.dilation, groups=groups).eval()
 
@@ -173,9 +182,10 @@ def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
     elif edit.kind == "attr":
         _slice_attribute(slots.graph_module, edit.source, edit.detail, kept[node])
     elif edit.kind == "pad":
+        zeros_before, zeros_after, pair = edit.detail
         before, after = (sum(slots.union.find(s) in decision.reasons for s in part)
-                         for part in edit.detail)
-        _repad(node, before, after)
+                         for part in (zeros_before, zeros_after))
+        _repad(node, pair, before, after)
     elif edit.kind == "slice":
         _reslice(node, edit.detail, kept[edit.source])  # type: ignore[index]
     elif edit.kind == "aten_slice":
@@ -183,9 +193,12 @@ def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
         node.update_arg(2, start)
         node.update_arg(3, stop)
     elif edit.kind == "reshape":
-        _reshape(node, len(kept[node]))
+        _reshape(node, edit.detail, len(kept[node]))
     elif edit.kind == "split":
         _resplit(slots, decision, node, edit.detail)
+    elif edit.kind == "cat":
+        parts = g.arg(node, 0, "tensors")
+        node.update_arg(0, [part for part in parts if kept.get(part) != []])
     elif edit.kind == "crop":
         return _crop(slots, node, edit.source, edit.detail)
     return 0
@@ -213,40 +226,51 @@ def _slice_attribute(graph_module: fx.GraphModule, attr: fx.Node | None, width: 
     g.set_attribute(graph_module, str(attr.target), sliced.clone())
 
 
-def _repad(node: fx.Node, before: int, after: int) -> None:
+def _repad(node: fx.Node, pair: int, before: int, after: int) -> None:
+    """Set the (before, after) pair of the channel axis (pairs count from the last axis)."""
     pad = list(g.arg(node, 1, "pad"))
-    offset = len(pad) - 2
-    pad[offset], pad[offset + 1] = before, after
+    pad[2 * pair], pad[2 * pair + 1] = before, after
     if len(node.args) > 1:
         node.update_arg(1, tuple(pad))
     else:
         node.update_kwarg("pad", tuple(pad))
 
 
-def _new_range(detail: tuple[int, int], kept_source: list[int]) -> tuple[int, int]:
+def _new_range(detail: tuple[int, ...], kept_source: list[int]) -> tuple[int, int]:
     """Where channels start:stop of the source land once only ``kept_source`` remain."""
-    start, stop = detail
+    start, stop = detail[:2]
     new_start = sum(1 for c in kept_source if c < start)
     return new_start, new_start + sum(1 for c in kept_source if start <= c < stop)
 
 
-def _reslice(node: fx.Node, detail: tuple[int, int], kept_source: list[int]) -> None:
-    index = list(g.arg(node, 1))
-    index[1] = slice(*_new_range(detail, kept_source))
-    node.update_arg(1, tuple(index))
+def _reslice(node: fx.Node, detail: tuple[int, int, int], kept_source: list[int]) -> None:
+    """``detail``: the channel range and its entry's position in the index tuple."""
+    index = g.arg(node, 1)
+    entries = list(index) if isinstance(index, tuple) else [index]
+    entries[detail[2]] = slice(*_new_range(detail, kept_source))
+    node.update_arg(1, tuple(entries) if isinstance(index, tuple) else entries[0])
 
 
-def _reshape(node: fx.Node, features: int) -> None:
-    if node.op != "call_method" and node.target not in g.SIZED_RESHAPES:
+def _reshape(node: fx.Node, axis: int, features: int) -> None:
+    """A view / reshape giving its sizes as numbers: the channel axis' size becomes
+    ``features`` (sizes given by -1 or computed in the graph adjust themselves)."""
+    if node.op == "call_method":
+        if node.target not in g.SIZED_RESHAPE_METHODS:
+            return
+        sizes = list(node.args[1:])
+        if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+            shape = list(sizes[0])
+            if isinstance(shape[axis], int) and shape[axis] != -1:
+                shape[axis] = features
+                node.update_arg(1, tuple(shape))
+        elif isinstance(sizes[axis], int) and sizes[axis] != -1:
+            node.update_arg(1 + axis, features)
         return
-    sizes = list(node.args[1:]) if node.op == "call_method" else [node.args[1]]
-    if len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
-        shape = list(sizes[0])
-        if len(shape) == 2 and isinstance(shape[1], int) and shape[1] != -1:
-            shape[1] = features
-            node.update_arg(1, tuple(shape))
-    elif len(sizes) == 2 and isinstance(sizes[1], int) and sizes[1] != -1:
-        node.update_arg(2, features)
+    if node.target in g.SIZED_RESHAPES:
+        shape = list(node.args[1])
+        if isinstance(shape[axis], int) and shape[axis] != -1:
+            shape[axis] = features
+            node.update_arg(1, type(node.args[1])(shape))
 
 
 def _place_branch(slots: SlotGraph, partial, kept: dict[fx.Node, list[int]]) -> None:

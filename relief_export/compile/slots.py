@@ -20,6 +20,7 @@ group is kept; the decision repeats until nothing changes.
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,13 +65,17 @@ class Slots:
     ids: list[int]
     live: torch.Tensor  # bool [C]
     value: torch.Tensor  # float64 [C], meaningful where not live
+    axis: int = 1  # which axis of the value holds the channels (features)
 
     @property
     def width(self) -> int:
         return len(self.ids)
 
     def with_state(self, live: torch.Tensor, value: torch.Tensor) -> Slots:
-        return Slots(self.ids, live, value)
+        return Slots(self.ids, live, value, self.axis)
+
+    def moved(self, axis: int) -> Slots:
+        return Slots(self.ids, self.live, self.value, axis)
 
 
 @dataclass
@@ -78,7 +83,8 @@ class ChannelEdit:
     """A node whose arguments depend on how many channels survive (pad, slice, view, attr)."""
 
     node: fx.Node
-    kind: str  # "pad", "slice", "aten_slice", "reshape", "attr", "batchnorm", "crop", "split"
+    kind: str  # "pad", "slice", "aten_slice", "reshape", "attr", "batchnorm", "crop", "split",
+    # "cat"
     source: fx.Node | None = None
     detail: Any = None
 
@@ -128,6 +134,51 @@ def build(graph_module: fx.GraphModule, partial_add_cost: float = PARTIAL_ADD_CO
     return slots
 
 
+# Which handler reads each operation: one table for functions (torch.*, F.*, ATen overloads),
+# Tensor methods and module types. An operation not listed is never guessed: its
+# neighbourhood is pinned (left whole) with the operation named as the reason.
+_FUNCTION_HANDLERS: dict[Any, str] = {
+    **dict.fromkeys(g.ELEMENTWISE_FUNCTIONS, "elementwise"),
+    **dict.fromkeys(g.IDENTITY_FUNCTIONS, "identity"),
+    **dict.fromkeys(g.POOL_FUNCTIONS | g.AVERAGE_POOL_FUNCTIONS, "pool"),
+    **dict.fromkeys(g.ADD_FUNCTIONS, "add"),
+    **dict.fromkeys(g.MUL_FUNCTIONS, "mul"),
+    **dict.fromkeys(g.RESHAPE_FUNCTIONS | g.UNSQUEEZE_FUNCTIONS, "reshape"),
+    **dict.fromkeys(g.CAT_FUNCTIONS, "cat"),
+    **dict.fromkeys(g.PAD_FUNCTIONS, "pad"),
+    g.aten.constant_pad_nd.default: "constant_pad",
+    operator.getitem: "getitem",
+    **dict.fromkeys(g.SPLIT_FUNCTIONS, "split"),
+    g.aten.slice.Tensor: "aten_slice",
+    g.aten.select.int: "select",
+    **dict.fromkeys(g.MEAN_FUNCTIONS, "reduce_spatial"),
+    **dict.fromkeys(g.TRANSPOSE_FUNCTIONS, "transpose"),
+    **dict.fromkeys(g.PERMUTE_FUNCTIONS, "permute"),
+    **dict.fromkeys(g.EXPAND_FUNCTIONS, "expand"),
+    **dict.fromkeys(g.LAYER_NORM_FUNCTIONS, "layer_norm"),
+    **dict.fromkeys(g.GROUP_NORM_FUNCTIONS, "group_norm"),
+}
+_METHOD_HANDLERS: dict[str, str] = {
+    **dict.fromkeys(g.ELEMENTWISE_METHODS, "elementwise"),
+    **dict.fromkeys(g.IDENTITY_METHODS, "identity"),
+    "add": "add", "add_": "add", "mul": "mul", "mul_": "mul",
+    **dict.fromkeys((*g.RESHAPE_METHODS, "unsqueeze", "squeeze"), "reshape"),
+    "mean": "reduce_spatial", "amax": "reduce_spatial",
+    "split": "split", "chunk": "split",
+    "transpose": "transpose", "permute": "permute",
+    "expand": "expand", "expand_as": "expand",
+}
+_MODULE_HANDLERS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
+    ((nn.BatchNorm1d, nn.BatchNorm2d), "batchnorm"),
+    (g.ELEMENTWISE_MODULES, "elementwise"),
+    (g.IDENTITY_MODULES, "identity"),
+    (g.POOL_MODULES, "pool"),
+    ((nn.Flatten,), "reshape"),
+    ((nn.LayerNorm,), "layer_norm"),
+    ((nn.GroupNorm,), "group_norm"),
+)
+
+
 class _Builder:
     def __init__(self, slots: SlotGraph, modules: dict[str, nn.Module], calls: dict[str, int],
                  partial_add_cost: float):
@@ -137,12 +188,29 @@ class _Builder:
         self.partial_add_cost = partial_add_cost
 
     # -- helpers ------------------------------------------------------------------------------
-    def fresh(self, width: int, live: bool = True) -> Slots:
+    def fresh(self, width: int, live: bool = True, axis: int = 1) -> Slots:
         return Slots(self.s.union.new(width), torch.full((width,), live),
-                     torch.zeros(width, dtype=torch.float64))
+                     torch.zeros(width, dtype=torch.float64), axis)
 
     def of(self, argument: Any) -> Slots | None:
         return self.s.values.get(argument) if isinstance(argument, fx.Node) else None
+
+    def on_axis(self, argument: Any, axis: int) -> Slots | None:
+        """The slots of ``argument`` with its channels on ``axis``. A value that is kept whole
+        anyway (every slot pinned: inputs, outputs of unsupported operations) can be seen along
+        any axis, as new pinned slots."""
+        value, shape = self.of(argument), _shape(argument)
+        if value is None or shape is None or not shape:
+            return None
+        axis %= len(shape)
+        if value.axis == axis:
+            return value
+        if not all(slot in self.s.pins for slot in value.ids):
+            return None
+        seen = self.fresh(shape[axis], axis=axis)
+        self.s.pin(seen.ids, self.s.pins[value.ids[0]] if value.ids else "network input")
+        self.s.values[argument] = seen
+        return seen
 
     def constant(self, argument: Any) -> torch.Tensor | None:
         """A get_attr tensor (through view-like methods) or a Python number, else None."""
@@ -150,15 +218,6 @@ class _Builder:
             return torch.tensor(float(argument), dtype=torch.float64)
         value = attribute_value(self.s.graph_module, argument)
         return None if value is None else value.detach().double()
-
-    def per_channel(self, tensor: torch.Tensor, width: int) -> torch.Tensor | None:
-        """A [C] view of a constant that varies only along the channel axis, else None."""
-        if tensor.numel() == 1:
-            return tensor.reshape(1).expand(width)
-        sizes = [s for s in tensor.shape if s != 1]
-        if len(sizes) == 1 and sizes[0] == width:
-            return tensor.reshape(width)
-        return None
 
     def shared(self, node: fx.Node) -> bool:
         """A module with state called more than once cannot be sliced for one call alone."""
@@ -172,12 +231,13 @@ class _Builder:
         result = self.dispatch(node)
         if result is not None:
             self.s.values[node] = result
-        elif node in self.s.parts:
-            return
 
     def dispatch(self, node: fx.Node) -> Slots | None:
         if node.op == "placeholder":
-            value = self.fresh(_width(node))
+            shape = _shape(node)
+            if shape is None or len(shape) < 2:
+                return None
+            value = self.fresh(shape[1])
             self.s.pin(value.ids, "network input")
             return value
         if node.op == "get_attr":
@@ -188,91 +248,44 @@ class _Builder:
             return None
         if node.op == "call_method" and node.target in ("size", "dim"):
             return None
-        layer = None
-        if not self.shared(node):
-            layer = g.layer_call(node, self.s.graph_module, self.modules)
+        if self.shared(node):
+            return self.unknown(node, "a module with weights called more than once")
+        layer = g.layer_call(node, self.s.graph_module, self.modules)
         if layer is not None:
-            return self.layer(layer)
-        handler = self.handler(node)
-        if handler is not None:
-            result = handler(node)
-            if result is not None or node in self.s.parts:
-                return result
-        return self.unknown(node)
+            return self.layer(layer) or self.unknown(node, "its input's features are not on "
+                                                          "the axis the layer reads")
+        name = self._handler_name(node)
+        if name is None:
+            return self.unknown(node, "operation not in the channel table")
+        result = getattr(self, name)(node)
+        if result is not None or node in self.s.parts:
+            return result
+        return self.unknown(node, f"arguments the {name} rule does not cover")
 
-    def handler(self, node: fx.Node):
-        target = node.target
+    def _handler_name(self, node: fx.Node) -> str | None:
         if node.op == "call_module":
-            module = self.modules[str(target)]
-            if self.shared(node):
-                return None
-            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-                return self.batchnorm
-            if isinstance(module, g.ELEMENTWISE_MODULES):
-                return self.elementwise
-            if isinstance(module, g.IDENTITY_MODULES):
-                return self.identity
-            if isinstance(module, g.POOL_MODULES):
-                return self.pool
-            if isinstance(module, nn.Flatten):
-                return self.reshape
-            return None
+            module = self.modules[str(node.target)]
+            return next((name for types, name in _MODULE_HANDLERS
+                         if isinstance(module, types)), None)
         if node.op == "call_function":
-            if target in g.ELEMENTWISE_FUNCTIONS:
-                return self.elementwise
-            if target in g.IDENTITY_FUNCTIONS:
-                return self.identity
-            if target in g.POOL_FUNCTIONS or target in g.AVERAGE_POOL_FUNCTIONS:
-                return self.pool
-            if target in g.ADD_FUNCTIONS:
-                return self.add
-            if target in g.MUL_FUNCTIONS:
-                return self.mul
-            if target in g.RESHAPE_FUNCTIONS:
-                return self.reshape
-            if target in g.CAT_FUNCTIONS:
-                return self.cat
-            if target in g.PAD_FUNCTIONS:
-                return self.pad
-            if target is g.aten.constant_pad_nd.default:
-                return self.constant_pad
-            if target is operator.getitem:
-                return self.getitem
-            if target in g.SPLIT_FUNCTIONS:
-                return self.split
-            if target is g.aten.slice.Tensor:
-                return self.aten_slice
-            if target in g.MEAN_FUNCTIONS:
-                return self.reduce_spatial
-            return None
+            return _FUNCTION_HANDLERS.get(node.target)
         if node.op == "call_method":
-            if target in g.ELEMENTWISE_METHODS:
-                return self.elementwise
-            if target in g.IDENTITY_METHODS:
-                return self.identity
-            if target in ("add", "add_"):
-                return self.add
-            if target in ("mul", "mul_"):
-                return self.mul
-            if target in g.RESHAPE_METHODS:
-                return self.reshape
-            if target in ("mean", "amax"):
-                return self.reduce_spatial
-            if target in ("split", "chunk"):
-                return self.split
+            return _METHOD_HANDLERS.get(str(node.target))
         return None
 
     # -- layers --------------------------------------------------------------------------------
     def layer(self, layer: g.LayerCall) -> Slots | None:
-        source = self.of(layer.node.args[0])
-        if source is None:
+        source_node = layer.node.args[0]
+        source = self.on_axis(source_node, layer.channel_axis)
+        out_shape = _shape(layer.node)
+        if source is None or out_shape is None:
             return None
-        self.s.layers[layer.node] = layer
         weight = layer.weight.double()
         in_width = weight.shape[1] * layer.groups
         if source.width != in_width:
             return None
-        out = self.fresh(layer.out_units)
+        self.s.layers[layer.node] = layer
+        out = self.fresh(layer.out_units, axis=layer.channel_axis % len(out_shape))
         if layer.groups > 1:
             if layer.groups == in_width == layer.out_units:
                 for a, b in zip(source.ids, out.ids, strict=True):
@@ -303,10 +316,11 @@ class _Builder:
         return lambda x: node.target(x.clone(), *node.args[1:], **node.kwargs)  # type: ignore[operator]
 
     def batchnorm(self, node: fx.Node) -> Slots | None:
-        source = self.of(node.args[0])
+        source = self.on_axis(node.args[0], 1)
         module = self.modules[str(node.target)]
         assert isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d))
-        if source is None or not module.track_running_stats or module.running_var is None:
+        if source is None or not module.track_running_stats or \
+                module.running_var is None:
             return None
         scale = (module.weight.detach().double() if module.affine else
                  torch.ones(source.width, dtype=torch.float64)) / \
@@ -319,8 +333,34 @@ class _Builder:
         self.s.edits.append(ChannelEdit(node, "batchnorm", g.arg(node, 0)))
         return source.with_state(live, value)
 
+    def layer_norm(self, node: fx.Node) -> Slots | None:
+        """LayerNorm over the last axes: a removed channel among them would change the mean and
+        variance, so those channels stay; over other axes a constant channel becomes a
+        position-dependent map (live)."""
+        source_node = g.arg(node, 0, "input")
+        source, shape = self.of(source_node), _shape(source_node)
+        if source is None or shape is None:
+            return None
+        if node.op == "call_module":
+            normalized = len(getattr(self.modules[str(node.target)], "normalized_shape"))
+        else:
+            normalized = len(g.arg(node, 1, "normalized_shape"))
+        if source.axis >= len(shape) - normalized:
+            self.s.pin(source.ids, f"normalised together by {node.name} (LayerNorm mixes "
+                                   "its channels' statistics)")
+        return source.with_state(torch.ones_like(source.live), source.value)
+
+    def group_norm(self, node: fx.Node) -> Slots | None:
+        """GroupNorm mixes the statistics of the channels of a group: they all stay."""
+        source = self.on_axis(g.arg(node, 0, "input"), 1)
+        if source is None:
+            return None
+        self.s.pin(source.ids, f"normalised together by {node.name} (GroupNorm mixes its "
+                               "channels' statistics)")
+        return source.with_state(torch.ones_like(source.live), source.value)
+
     def pool(self, node: fx.Node) -> Slots | None:
-        source = self.of(node.args[0])
+        source = self.on_axis(node.args[0], 1)
         if source is None:
             return None
         module = self.modules.get(str(node.target)) if node.op == "call_module" else None
@@ -338,29 +378,36 @@ class _Builder:
         return self._binary(node, "mul")
 
     def _binary(self, node: fx.Node, kind: str) -> Slots | None:
-        """x + y or x * y: two values of one shape unite their slots; a value and a constant
-        (scalar or per channel) keep the value's slots."""
+        """x + y or x * y: two values whose channels meet on one axis (broadcasting aligns from
+        the last axis) unite their slots; a value and a constant (scalar or varying only along
+        the value's channel axis) keep the value's slots."""
         left, right = g.arg(node, 0, "input"), g.arg(node, 1, "other")
         a, b = self.of(left), self.of(right)
         if self.constant(right) is not None:  # a model constant, even one given slots
             b = None
         elif self.constant(left) is not None:
             a = None
-        if a is None or b is None:
-            data, other = (a, right) if a is not None else (b, left)
-            return None if data is None else self._affine(node, data, other, kind)
-        if a.width != b.width or _shape(left) != _shape(right):
+        out_shape = _shape(node)
+        if out_shape is None:
             return None
-        if kind == "add":
+        if a is None or b is None:
+            data, data_node, other = (a, left, right) if a is not None else (b, right, left)
+            return None if data is None else self._affine(node, data, data_node, other, kind)
+        left_shape, right_shape = _shape(left), _shape(right)
+        if left_shape is None or right_shape is None or a.width != b.width or \
+                len(left_shape) - a.axis != len(right_shape) - b.axis:
+            return None
+        if kind == "add" and left_shape == right_shape:
             partial = self._partial_add(node, left, right, a, b)
             if partial is not None:
                 return partial
         for x, y in zip(a.ids, b.ids, strict=True):
             self.s.union.union(x, y)
+        axis = len(out_shape) - (len(left_shape) - a.axis)
         if kind == "add":
-            return a.with_state(a.live | b.live, a.value + b.value)
+            return Slots(a.ids, a.live | b.live, a.value + b.value, axis)
         zero = (~a.live & (a.value == 0)) | (~b.live & (b.value == 0))
-        return a.with_state((a.live | b.live) & ~zero, a.value * b.value)
+        return Slots(a.ids, (a.live | b.live) & ~zero, a.value * b.value, axis)
 
     def _partial_add(self, node: fx.Node, left: Any, right: Any, a: Slots, b: Slots
                      ) -> Slots | None:
@@ -370,7 +417,7 @@ class _Builder:
         for branch, _stream, branch_slots, stream_slots in ((left, right, a, b),
                                                            (right, left, b, a)):
             layer_node = self._branch_layer(branch)
-            if layer_node is None:
+            if layer_node is None or branch_slots.axis != 1:
                 continue
             layer = self.s.layers[layer_node]
             dead = int((~branch_slots.live).sum())
@@ -390,7 +437,9 @@ class _Builder:
         current = node
         while isinstance(current, fx.Node) and len(current.users) == 1:
             if current in self.s.layers:
-                return current if self.s.layers[current].groups == 1 else None
+                layer = self.s.layers[current]
+                return current if layer.groups == 1 and layer.kind != "conv_transpose" \
+                    else None
             module = self.modules.get(str(current.target)) if current.op == "call_module" \
                 else None
             if not isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, *g.IDENTITY_MODULES)) \
@@ -399,15 +448,21 @@ class _Builder:
             current = current.args[0]
         return None
 
-    def _affine(self, node: fx.Node, data: Slots, other: Any, kind: str) -> Slots | None:
+    def _affine(self, node: fx.Node, data: Slots, data_node: Any, other: Any, kind: str
+                ) -> Slots | None:
         if g.arg(node, 2, "alpha", 1) != 1:
             return None
         constant = self.constant(other)
-        per_channel = None if constant is None else self.per_channel(constant, data.width)
+        out_shape, data_shape = _shape(node), _shape(data_node)
+        if constant is None or out_shape is None or data_shape is None or \
+                len(out_shape) != len(data_shape):
+            return None
+        per_channel = _per_channel(constant, _shape(other) or tuple(constant.shape),
+                                   out_shape, data.axis, data.width)
         if per_channel is None:
             return None
         attr = attribute_node(other)
-        if attr is not None and constant is not None and constant.numel() > 1:
+        if attr is not None and constant.numel() > 1:
             self.s.edits.append(ChannelEdit(node, "attr", attr, data.width))
         if kind == "add":
             return data.with_state(data.live.clone(), data.value + per_channel)
@@ -421,45 +476,96 @@ class _Builder:
         if source is None or shape is None or dims is None:
             return None
         axes = {d % len(shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
-        return source if axes and not axes & {0, 1} else None
+        if not axes or axes & {0, source.axis}:
+            return None
+        keepdim = g.arg(node, 2, "keepdim", False)
+        return source.moved(source.axis - (0 if keepdim else
+                                           sum(a < source.axis for a in axes)))
+
+    def expand(self, node: fx.Node) -> Slots | None:
+        """expand / expand_as / broadcast_to: the channel axis (counted from the end) stays."""
+        source_node = g.arg(node, 0, "input")
+        source, before, after = self.of(source_node), _shape(source_node), _shape(node)
+        if source is None or before is None or after is None:
+            return None
+        axis = len(after) - len(before) + source.axis
+        return source.moved(axis) if after[axis] == source.width else None
+
+    def transpose(self, node: fx.Node) -> Slots | None:
+        source = self.of(g.arg(node, 0, "input"))
+        shape = _shape(g.arg(node, 0, "input"))
+        first, second = g.arg(node, 1, "dim0"), g.arg(node, 2, "dim1")
+        if source is None or shape is None or not isinstance(first, int) or \
+                not isinstance(second, int):
+            return None
+        swap = {first % len(shape): second % len(shape), second % len(shape): first % len(shape)}
+        return source.moved(swap.get(source.axis, source.axis))
+
+    def permute(self, node: fx.Node) -> Slots | None:
+        source = self.of(g.arg(node, 0, "input"))
+        shape = _shape(g.arg(node, 0, "input"))
+        order = list(node.args[1:]) if node.op == "call_method" else g.arg(node, 1, "dims")
+        if len(order) == 1 and isinstance(order[0], (list, tuple)):
+            order = list(order[0])
+        if source is None or shape is None or not all(isinstance(d, int) for d in order):
+            return None
+        return source.moved([d % len(shape) for d in order].index(source.axis))
 
     # -- moving channels --------------------------------------------------------------------------
     def reshape(self, node: fx.Node) -> Slots | None:
+        """view / reshape / flatten / (un)squeeze: the channel axis survives when the sizes
+        before it multiply to the same count; flattening it with everything after it repeats
+        each channel's slot over its block of features."""
         source_node = g.arg(node, 0, "input")
         source = self.of(source_node)
         before, after = _shape(source_node), _shape(node)
         if source is None or before is None or after is None:
             return None
-        if after[:2] == before[:2]:
-            return source
-        if len(after) != 2 or after[0] != before[0] or len(before) < 3:
+        placed = _channel_after_reshape(before, after, source.axis)
+        if placed is None:
             return None
-        block = after[1] // source.width
-        if block * source.width != after[1]:
-            return None
-        if isinstance(source_node, fx.Node) and source_node.op == "placeholder":
+        axis, block = placed
+        if block == 1:
+            self.s.edits.append(ChannelEdit(node, "reshape", source_node, axis))
+            return source.moved(axis)
+        if isinstance(source_node, fx.Node) and source_node.op == "placeholder" and axis == 1 \
+                and source.axis == 1:
             features = self.fresh(after[1])
             self.s.edits.append(ChannelEdit(node, "crop", source_node))
-            self.s.edits.append(ChannelEdit(node, "reshape", source_node))
+            self.s.edits.append(ChannelEdit(node, "reshape", source_node, axis))
             return features
-        self.s.edits.append(ChannelEdit(node, "reshape", source_node))
+        self.s.edits.append(ChannelEdit(node, "reshape", source_node, axis))
         return Slots([slot for slot in source.ids for _ in range(block)],
-                     source.live.repeat_interleave(block), source.value.repeat_interleave(block))
+                     source.live.repeat_interleave(block), source.value.repeat_interleave(block),
+                     axis)
 
     def cat(self, node: fx.Node) -> Slots | None:
+        """Along the channel axis the parts' channels follow each other; along another axis
+        channel c of the result is channel c of every part (their slots unite)."""
         parts = g.arg(node, 0, "tensors")
         dim = g.arg(node, 1, "dim", 0)
         shape = _shape(node)
         if not isinstance(parts, (list, tuple)) or shape is None or len(shape) < 2:
             return None
-        if dim < 0:
-            dim += len(shape)
         values = [self.of(p) for p in parts]
-        if dim != 1 or any(v is None for v in values):
-            return None
         present = [v for v in values if v is not None]
-        return Slots([slot for v in present for slot in v.ids],
-                     torch.cat([v.live for v in present]), torch.cat([v.value for v in present]))
+        if len(present) != len(values) or len({v.axis for v in present}) != 1:
+            return None
+        axis = present[0].axis
+        if dim % len(shape) == axis:
+            self.s.edits.append(ChannelEdit(node, "cat"))
+            return Slots([slot for v in present for slot in v.ids],
+                         torch.cat([v.live for v in present]),
+                         torch.cat([v.value for v in present]), axis)
+        if len({v.width for v in present}) != 1:
+            return None
+        first = present[0]
+        for other in present[1:]:
+            for x, y in zip(first.ids, other.ids, strict=True):
+                self.s.union.union(x, y)
+        live = torch.stack([v.live for v in present]).any(0)
+        values_differ = torch.stack([v.value for v in present]).ne(first.value).any(0)
+        return Slots(first.ids, live | values_differ, first.value, axis)
 
     def constant_pad(self, node: fx.Node) -> Slots | None:
         """aten.constant_pad_nd(input, pad, value)."""
@@ -470,27 +576,33 @@ class _Builder:
                          g.arg(node, 3, "value"))
 
     def _pad(self, node: fx.Node, pad: Any, mode: Any, fill: Any) -> Slots | None:
+        """pad lists (before, after) pairs from the last axis backwards. Zero padding of the
+        channel axis adds zero channels; of other axes, it makes a constant v != 0 vary (v
+        inside, 0 at the border)."""
         source_node = g.arg(node, 0, "input")
         source, shape = self.of(source_node), _shape(source_node)
         if source is None or shape is None or not isinstance(pad, (list, tuple)):
             return None
         if mode != "constant" or fill:
             return None
-        if len(pad) // 2 < len(shape) - 1:
-            # spatial zero padding: a constant v != 0 becomes v inside, 0 at the border
-            spatial = any(int(p) for p in pad)
-            return source.with_state(source.live | (spatial & (source.value != 0)),
-                                     source.value)
-        offset = 2 * (len(shape) - 2)
-        before, after = int(pad[offset]), int(pad[offset + 1])
-        if len(pad) > offset + 2 or before < 0 or after < 0:
+        pairs = [(int(pad[i]), int(pad[i + 1])) for i in range(0, len(pad) - 1, 2)]
+        channel_pair = len(shape) - 1 - source.axis
+        before, after = pairs[channel_pair] if channel_pair < len(pairs) else (0, 0)
+        spatial = any(p != (0, 0) for i, p in enumerate(pairs) if i != channel_pair)
+        source = source.with_state(source.live | (spatial & (source.value != 0)),
+                                   source.value)
+        if (before, after) == (0, 0):
+            return source
+        if before < 0 or after < 0:
             return None
-        zeros_before, zeros_after = self.fresh(before, live=False), self.fresh(after, live=False)
+        zeros_before = self.fresh(before, live=False, axis=source.axis)
+        zeros_after = self.fresh(after, live=False, axis=source.axis)
         self.s.edits.append(ChannelEdit(node, "pad", source_node,
-                                        (zeros_before.ids, zeros_after.ids)))
+                                        (zeros_before.ids, zeros_after.ids, channel_pair)))
         return Slots(zeros_before.ids + source.ids + zeros_after.ids,
                      torch.cat([zeros_before.live, source.live, zeros_after.live]),
-                     torch.cat([zeros_before.value, source.value, zeros_after.value]))
+                     torch.cat([zeros_before.value, source.value, zeros_after.value]),
+                     source.axis)
 
     def split(self, node: fx.Node) -> Slots | None:
         """split / chunk: along channels each part takes its range; otherwise every part keeps
@@ -502,7 +614,7 @@ class _Builder:
         if source is None or shape is None or size is None:
             return None
         dim %= len(shape)
-        if dim != 1:
+        if dim != source.axis:
             self.s.parts[node] = [source] * _part_count(node)
             return None
         chunked = node.target in (torch.chunk, g.aten.chunk.default, "chunk")
@@ -510,56 +622,73 @@ class _Builder:
         if sizes is None:
             return None
         bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-        self.s.parts[node] = [Slots(source.ids[a:b], source.live[a:b], source.value[a:b])
+        self.s.parts[node] = [Slots(source.ids[a:b], source.live[a:b], source.value[a:b],
+                                    source.axis)
                               for a, b in itertools.pairwise(bounds)]
         self.s.edits.append(ChannelEdit(node, "split", g.arg(node, 0, "input"), bounds))
         return None
 
     def getitem(self, node: fx.Node) -> Slots | None:
+        """Indexing: slices of other axes keep the channels (strided spatial slices too); a
+        step-1 slice of the channel axis keeps a range; None / integers move the axis."""
         if node.args[0] in self.s.parts and isinstance(node.args[1], int):
             return self.s.parts[node.args[0]][node.args[1]]  # type: ignore[index]
-        source = self.of(node.args[0])
-        index = node.args[1]
-        if source is None:
+        source_node = node.args[0]
+        source, shape = self.of(source_node), _shape(source_node)
+        if source is None or shape is None:
             return None
-        index = index if isinstance(index, tuple) else (index,)
-        if index[0] != slice(None):
+        placed = _channel_after_index(node.args[1], len(shape), source.axis)
+        if placed is None:
             return None
-        if len(index) < 2 or index[1] == slice(None) or index[1] is Ellipsis:
-            return source
-        channel = index[1]
+        axis, position, channel = placed
+        if channel == slice(None):
+            return source.moved(axis)
         if not isinstance(channel, slice) or channel.step not in (None, 1):
             return None
         picked = range(source.width)[channel]
-        self.s.edits.append(ChannelEdit(node, "slice", g.arg(node, 0),
-                                        (picked.start, picked.stop)))
-        return Slots(source.ids[channel], source.live[channel], source.value[channel])
+        self.s.edits.append(ChannelEdit(node, "slice", source_node,
+                                        (picked.start, picked.stop, position)))
+        chosen = slice(picked.start, picked.stop)
+        return Slots(source.ids[chosen], source.live[chosen], source.value[chosen], axis)
 
     def aten_slice(self, node: fx.Node) -> Slots | None:
-        """aten.slice.Tensor(input, dim, start, end, step): channels move only for dim 1."""
+        """aten.slice.Tensor(input, dim, start, end, step): channels move only on their axis."""
         source = self.of(g.arg(node, 0, "self"))
         dim, step = g.arg(node, 1, "dim", 0), g.arg(node, 4, "step", 1)
         shape = _shape(g.arg(node, 0, "self"))
         if source is None or shape is None:
             return None
         dim %= len(shape)
-        if dim >= 2:
+        if dim != source.axis:
             return source
-        if dim != 1 or step != 1:
+        if step != 1:
             return None
         picked = range(source.width)[slice(g.arg(node, 2, "start"), g.arg(node, 3, "end"))]
         self.s.edits.append(ChannelEdit(node, "aten_slice", g.arg(node, 0, "self"),
                                         (picked.start, picked.stop)))
         chosen = slice(picked.start, picked.stop)
-        return Slots(source.ids[chosen], source.live[chosen], source.value[chosen])
+        return Slots(source.ids[chosen], source.live[chosen], source.value[chosen],
+                     source.axis)
+
+    def select(self, node: fx.Node) -> Slots | None:
+        """aten.select.int(input, dim, index) of another axis drops that axis."""
+        source = self.of(g.arg(node, 0, "self"))
+        shape = _shape(g.arg(node, 0, "self"))
+        dim = g.arg(node, 1, "dim")
+        if source is None or shape is None or not isinstance(dim, int):
+            return None
+        dim %= len(shape)
+        if dim == source.axis:
+            return None
+        return source.moved(source.axis - (dim < source.axis))
 
     # -- fallback --------------------------------------------------------------------------------
-    def unknown(self, node: fx.Node) -> Slots | None:
+    def unknown(self, node: fx.Node, why: str) -> Slots | None:
         described = f"{node.op} {getattr(node.target, '__name__', node.target)} ({node.name})"
         arguments = fx.node.map_aggregate((node.args, node.kwargs), lambda a: a)
         if node.users and any(isinstance(a, fx.Node) and a in self.s.values
                               for a in _flatten(arguments)):
-            self.s.unsupported.append(described)
+            self.s.unsupported.append(f"{described}: {why}")
         self._pin_all(arguments, f"left uncompacted around unsupported {described}")
         width = _width(node)
         if not width:
@@ -621,6 +750,61 @@ def _flatten(argument: Any) -> list[Any]:
     if isinstance(argument, dict):
         return [item for part in argument.values() for item in _flatten(part)]
     return [argument]
+
+
+def _per_channel(constant: torch.Tensor, shape: tuple[int, ...], out_shape: tuple[int, ...],
+                 axis: int, width: int) -> torch.Tensor | None:
+    """[C] values of a constant broadcast against a value whose channels lie on ``axis``, when
+    it varies along that axis only (or is a scalar), else None."""
+    if constant.numel() == 1:
+        return constant.reshape(1).expand(width)
+    offset = len(out_shape) - len(shape)
+    if offset < 0 or any(size != 1 and offset + i != axis for i, size in enumerate(shape)):
+        return None
+    return constant.reshape(width) if constant.numel() == width else None
+
+
+def _channel_after_reshape(before: tuple[int, ...], after: tuple[int, ...], axis: int
+                           ) -> tuple[int, int] | None:
+    """(axis, block) of the channels once ``before`` is viewed as ``after``: an axis of the
+    same size with equal products on both sides (block 1), or the last axis holding the
+    channel and everything after it (block = product of the axes after the channel)."""
+    lead, trail = math.prod(before[:axis]), math.prod(before[axis + 1:])
+    count = 1
+    for position, size in enumerate(after):
+        if count == lead:
+            rest = math.prod(after[position + 1:])
+            if size == before[axis] and rest == trail:
+                return position, 1
+            if size == before[axis] * trail and rest == 1 and trail > 1:
+                return position, trail
+        count *= size
+    return None
+
+
+def _channel_after_index(index: Any, rank: int, axis: int) -> tuple[int, int, Any] | None:
+    """(new axis, position in the index tuple, index entry) of the channel axis under basic
+    indexing (slices, integers, None, Ellipsis); None where it is removed or the index is
+    advanced."""
+    entries = list(index) if isinstance(index, tuple) else [index]
+    if any(not isinstance(e, (slice, int, type(None), type(Ellipsis))) or isinstance(e, bool)
+           for e in entries):
+        return None
+    if Ellipsis in entries:
+        at = entries.index(Ellipsis)
+        consumed = sum(e is not None and e is not Ellipsis for e in entries)
+        entries[at:at + 1] = [slice(None)] * (rank - consumed)
+    entries += [slice(None)] * (rank - sum(e is not None for e in entries))
+    dim, out_axis = 0, 0
+    for position, entry in enumerate(entries):
+        if entry is None:
+            out_axis += 1
+            continue
+        if dim == axis:
+            return (out_axis, position, entry) if isinstance(entry, slice) else None
+        dim += 1
+        out_axis += 0 if isinstance(entry, int) else 1
+    return None
 
 
 def _shape(node: Any) -> tuple[int, ...] | None:

@@ -253,9 +253,15 @@ def test_bad_inputs():
         broken[0].weight[0, 0] = float("nan")
     with pytest.raises(ReliefError, match="NaN"):
         compact(broken, torch.rand(1, 2))
-    with pytest.raises(ReliefError, match="exactly one input tensor"):
+    with pytest.raises(ReliefError, match=r"takes 1 input\(s\) \(input\) but example_inputs "
+                       "holds 2"):
         compact(nn.Sequential(nn.Linear(2, 2)), [torch.rand(1, 2), torch.rand(1, 2)])
-    with pytest.raises(ReliefError, match="one floating-point tensor"):
+    with pytest.raises(ReliefError, match=r"example_inputs\[1\] must be a float or integer"):
+        compact(nn.Sequential(nn.Linear(2, 2)), [torch.rand(1, 2), "x"])
+    with pytest.raises(ReliefError, match=r"example_inputs must be a float or integer tensor, "
+                       "got torch.bool"):
+        compact(nn.Sequential(nn.Linear(2, 2)), torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(ReliefError, match="do not fit the model"):
         compact(nn.Sequential(nn.Linear(2, 2)), torch.ones(1, 2, dtype=torch.long))
 
 

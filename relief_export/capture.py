@@ -1,0 +1,104 @@
+"""Capturing a model as a torch.fx graph that pruning and compaction read.
+
+Module-level torch.fx tracing is tried first: its graph names the model's own modules, so
+reports read like the model's code. When fx cannot trace the forward (data-dependent Python,
+``int(proxy)``, introspection, as in most Hugging Face models) the model is captured with
+torch.export instead, with a dynamic batch axis; its ATen graph is made functional
+(``add_`` -> ``add``, ``dropout_`` dropped in eval) and its layer calls lifted back to modules
+(``lift_aten``). torch.export archives (``.pt2``) go through the same ``program_module``.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Sequence
+
+import torch
+from torch import fx, nn
+
+from .errors import ReliefError, first_line
+from .fx_trace import trace
+from .lift_aten import lift_layers
+from .quiet import quiet_libraries
+
+_SIZED_VIEWS = {torch.ops.aten.view.default, torch.ops.aten.reshape.default,
+                torch.ops.aten._unsafe_view.default}
+EXPORT_HINT = ("export it with torch.export yourself (torch.export.export(model, "
+               "example_inputs)), save it with torch.export.save and pass the .pt2")
+
+
+def capture(model: nn.Module, examples: Sequence[torch.Tensor], purpose: str
+            ) -> fx.GraphModule:
+    """A graph of ``model`` (sharing its weights when fx traces it; ATen otherwise)."""
+    try:
+        return trace(model, purpose)
+    except ReliefError as fx_error:
+        fx_reason = str(fx_error)
+    try:
+        program = export_program(model, examples)
+    except Exception as error:
+        raise ReliefError(f"{fx_reason}; torch.export failed too ({first_line(error)}); "
+                          f"{EXPORT_HINT}") from None
+    return program_module(program, str(type(model).__name__))
+
+
+def export_program(model: nn.Module, examples: Sequence[torch.Tensor]
+                   ) -> torch.export.ExportedProgram:
+    """torch.export with the batch axis of every input dynamic where the model allows it."""
+    dynamic = tuple({0: torch.export.Dim.AUTO} if example.dim() else None
+                    for example in examples)
+    with quiet_libraries():
+        return torch.export.export(model, tuple(examples), dynamic_shapes=dynamic,
+                                   strict=False)
+
+
+def program_module(program: torch.export.ExportedProgram, source: str) -> fx.GraphModule:
+    """The program as a runnable graph module: functional ATen, no shape guard, layers lifted,
+    batch sizes written into views freed, train() / eval() accepted (the graph is fixed to the
+    mode it was captured in)."""
+    try:
+        with quiet_libraries():
+            program = program.run_decompositions({})
+            module = program.module()
+    except Exception as error:
+        raise ReliefError(f"{source}: cannot rebuild a module from the exported program "
+                          f"({first_line(error)})") from None
+    if not isinstance(module, fx.GraphModule):
+        raise ReliefError(f"{source}: the exported program did not give a graph module")
+    _drop_shape_guards(module)
+    _free_batch_sizes(module)
+    lift_layers(module)
+    module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
+    module.eval = types.MethodType(lambda self: self, module)  # type: ignore[method-assign]
+    return module
+
+
+def _drop_shape_guards(module: fx.GraphModule) -> None:
+    """Remove the input-shape guard of an unlifted program, so that any batch size the graph
+    itself supports runs (the ONNX export has a dynamic batch axis)."""
+    for node in list(module.graph.nodes):
+        if node.op == "call_module" and str(node.target) == "_guards_fn" and not node.users:
+            module.graph.erase_node(node)
+    module.recompile()
+
+
+def _free_batch_sizes(module: fx.GraphModule) -> None:
+    """A program captured with a fixed batch writes it into views (``x.view(x.size(0), -1)``
+    becomes ``view(x, [2, -1])``): where a view keeps the inputs' batch size first, -1 there
+    lets every batch size run (only when no other size is -1)."""
+    batches = {int(node.meta["val"].shape[0]) for node in module.graph.nodes
+               if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor)
+               and node.meta["val"].dim() > 0 and isinstance(node.meta["val"].shape[0], int)}
+    if len(batches) != 1:
+        return
+    batch = batches.pop()
+    for node in module.graph.nodes:
+        if node.target not in _SIZED_VIEWS or len(node.args) < 2:
+            continue
+        source = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+        sizes = list(node.args[1])
+        if source is None or not sizes or sizes[0] != batch or -1 in sizes[1:] or \
+                source.dim() == 0 or source.shape[0] != batch:
+            continue
+        node.update_arg(1, [-1, *sizes[1:]])
+    module.recompile()
