@@ -9,8 +9,8 @@ import torch.utils._pytree as pytree
 from torch import fx, nn
 
 from .. import validate
-from ..errors import ReliefError
 from ..capture import capture
+from ..errors import ReliefError
 from . import graph as g
 from .decide import decide
 from .fold import fold_batchnorms
@@ -128,9 +128,11 @@ def _examples(example_inputs: Any) -> tuple[torch.Tensor, ...]:
         raise ReliefError("example_inputs is empty: give one tensor per model input")
     for number, item in enumerate(items):
         name = "example_inputs" if len(items) == 1 else f"example_inputs[{number}]"
-        if not isinstance(item, torch.Tensor) or item.is_complex() or item.dtype == torch.bool:
+        if not isinstance(item, torch.Tensor):
             raise ReliefError(f"{name} must be a float or integer tensor, got "
-                              f"{type(item).__name__ if not isinstance(item, torch.Tensor) else item.dtype}")
+                              f"{type(item).__name__}")
+        if item.is_complex() or item.dtype == torch.bool:
+            raise ReliefError(f"{name} must be a float or integer tensor, got {item.dtype}")
         if item.is_floating_point():
             validate.finite(name, validate.tensor(name, item))
         if item.dim() < 1 or item.shape[0] < 1:

@@ -45,13 +45,15 @@ def decide(slots: SlotGraph, align: int = 1) -> Decision:
             first = slots.values[node.args[0]].ids[0]  # type: ignore[index]
             extra_pins[first] = (f"kept one input channel of {slots.layers[node].name} so it "
                                  "keeps an input (its units are constant)")
-        for node in _emptied_layers(slots, new_rows):
+        emptied = _emptied_layers(slots, new_rows)
+        for node in emptied:
             extra_pins[slots.values[node].ids[0]] = (
                 f"kept one unit of {slots.layers[node].name}: it cannot be removed whole "
                 "(its output is read elsewhere than by a channel concatenation)")
         aligned = _aligned(slots, new_rows, reasons, align) if align > 1 else {}
         extra_pins.update(aligned)
-        if not starved and not aligned and not _emptied_layers(slots, new_rows) and all(torch.equal(rows[n], new_rows[n]) for n in rows):
+        stable = all(torch.equal(rows[n], new_rows[n]) for n in rows)
+        if not starved and not aligned and not emptied and stable:
             return Decision(reasons, rows, representative)
         rows = new_rows
 

@@ -9,6 +9,7 @@ convolution's [in, out, *kernel] weight is seen transposed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 from typing import Any
@@ -103,10 +104,8 @@ def unmasked_copy(model: nn.Module) -> nn.Module:
 
 def set_mode(model: nn.Module, *, training: bool) -> None:
     """train() / eval(), for graphs fixed to one mode too (torch.export's modules refuse)."""
-    try:
+    with contextlib.suppress(NotImplementedError):
         model.train(training)
-    except NotImplementedError:
-        pass
 
 
 def propagate_shapes(graph_module: fx.GraphModule, *examples: torch.Tensor) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import Counter
+from typing import Any
 
 import torch
 from torch import fx, nn
@@ -266,11 +267,12 @@ def _reshape(node: fx.Node, axis: int, features: int) -> None:
         elif isinstance(sizes[axis], int) and sizes[axis] != -1:
             node.update_arg(1 + axis, features)
         return
-    if node.target in g.SIZED_RESHAPES:
-        shape = list(node.args[1])
+    given: Any = node.args[1] if len(node.args) > 1 else None
+    if node.target in g.SIZED_RESHAPES and isinstance(given, (list, tuple)):
+        shape = list(given)
         if isinstance(shape[axis], int) and shape[axis] != -1:
             shape[axis] = features
-            node.update_arg(1, type(node.args[1])(shape))
+            node.update_arg(1, shape)
 
 
 def _place_branch(slots: SlotGraph, partial, kept: dict[fx.Node, list[int]]) -> None:

@@ -342,7 +342,7 @@ class _Builder:
         if source is None or shape is None:
             return None
         if node.op == "call_module":
-            normalized = len(getattr(self.modules[str(node.target)], "normalized_shape"))
+            normalized = len(self.modules[str(node.target)].normalized_shape)  # type: ignore[arg-type]
         else:
             normalized = len(g.arg(node, 1, "normalized_shape"))
         if source.axis >= len(shape) - normalized:
@@ -504,7 +504,8 @@ class _Builder:
     def permute(self, node: fx.Node) -> Slots | None:
         source = self.of(g.arg(node, 0, "input"))
         shape = _shape(g.arg(node, 0, "input"))
-        order = list(node.args[1:]) if node.op == "call_method" else g.arg(node, 1, "dims")
+        order: list[Any] = list(node.args[1:]) if node.op == "call_method" \
+            else list(g.arg(node, 1, "dims") or ())
         if len(order) == 1 and isinstance(order[0], (list, tuple)):
             order = list(order[0])
         if source is None or shape is None or not all(isinstance(d, int) for d in order):
@@ -633,7 +634,7 @@ class _Builder:
         step-1 slice of the channel axis keeps a range; None / integers move the axis."""
         if node.args[0] in self.s.parts and isinstance(node.args[1], int):
             return self.s.parts[node.args[0]][node.args[1]]  # type: ignore[index]
-        source_node = node.args[0]
+        source_node: Any = node.args[0]
         source, shape = self.of(source_node), _shape(source_node)
         if source is None or shape is None:
             return None
