@@ -54,3 +54,5 @@ MEAN_FUNCTIONS = {torch.mean, torch.amax, aten.mean.dim, aten.amax.default}
 RESHAPE_METHODS = {"view", "reshape", "flatten"}
 # pad(input, pad, mode="constant", value=None), same arguments in both spellings
 PAD_FUNCTIONS = {F.pad, aten.pad.default}
+# calls that read a tensor's shape, not its values
+SHAPE_QUERIES = {"size", "dim", aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int}

@@ -42,6 +42,7 @@ from ..fx_ops import (  # noqa: F401 - re-exported for the compile package
     POOL_MODULES,
     RESHAPE_FUNCTIONS,
     RESHAPE_METHODS,
+    SHAPE_QUERIES,
     SIZED_RESHAPE_METHODS,
     SIZED_RESHAPES,
     SPLIT_FUNCTIONS,

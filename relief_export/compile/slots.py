@@ -246,7 +246,7 @@ class _Builder:
             for argument in fx.node.map_aggregate(node.args, lambda a: a) or ():
                 self._pin_all(argument, "model output")
             return None
-        if node.op == "call_method" and node.target in ("size", "dim"):
+        if node.target in g.SHAPE_QUERIES:
             return None
         if self.shared(node):
             return self.unknown(node, "a module with weights called more than once")
