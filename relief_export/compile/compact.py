@@ -10,13 +10,13 @@ from torch import fx, nn
 
 from .. import validate
 from ..capture import capture
+from ..channels.slots import PARTIAL_ADD_COST, build
 from ..errors import ReliefError
 from . import graph as g
 from .decide import decide
 from .fold import fold_batchnorms
 from .report import UNCOMPACTED, CompactionReport
 from .rewrite import rewrite
-from .slots import PARTIAL_ADD_COST, build
 
 TOLERANCE = 1e-5
 

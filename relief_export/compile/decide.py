@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
-from .graph import LayerCall
+from ..channels.slots import SlotGraph
 from .report import ALIGN_REASON
-from .slots import SlotGraph
 
 
 @dataclass
@@ -72,7 +71,7 @@ def _reasons(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor], extra_pins: di
         reasons.setdefault(find(slot), why)
     for node, layer in slots.layers.items():
         source = slots.values[node.args[0]]  # type: ignore[index]
-        reads = read_inputs(layer, rows[node])
+        reads = layer.reads(rows[node])
         for channel in torch.nonzero(reads & source.live).flatten():
             reasons.setdefault(find(source.ids[channel]), f"read by {layer.name}")
         if not layer.padded:
@@ -103,17 +102,6 @@ def _partial_add_reads(slots: SlotGraph, reasons: dict[int, str]) -> None:
                 if find(out.ids[c]) in reasons and branch.live[c]]
         for channel in read or [0]:
             reasons.setdefault(find(branch.ids[channel]), f"added by {partial.node.name}")
-
-
-def read_inputs(layer: LayerCall, rows: torch.Tensor) -> torch.Tensor:
-    """Bool [in]: input channels some kept unit reads with a nonzero weight."""
-    nonzero = layer.weight.ne(0)
-    if nonzero.dim() > 2:
-        nonzero = nonzero.flatten(2).any(2)
-    nonzero = nonzero & rows.view(-1, 1)
-    groups = layer.groups
-    per_in = nonzero.shape[1]
-    return nonzero.view(groups, -1, per_in).any(1).flatten()
 
 
 def _aligned(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor], reasons: dict[int, str],

@@ -11,10 +11,10 @@ import torch
 from torch import fx, nn
 
 from .. import layers
+from ..channels.slots import ChannelEdit, SlotGraph
 from . import graph as g
 from .decide import Decision
 from .report import ALIGN_REASON, LayerChange
-from .slots import ChannelEdit, SlotGraph
 
 
 def rewrite(slots: SlotGraph, decision: Decision) -> tuple[list[LayerChange], int]:

@@ -12,11 +12,11 @@ from torch import fx, nn
 from torch.utils.data import Dataset, Subset
 
 from .. import validate
+from ..channels import read_units
 from ..data.tensors import batches
 from ..errors import ReliefError
 from ..progress import progress as show_progress
 from .activity import Activity, collect, iterate_inputs
-from .channels import read_units
 from .distributed import LOCAL, World, reduce_activity, tensor_digest
 from .metrics import layer_densities, summary
 from .select import MaskPlan, check_alpha, keep_mask

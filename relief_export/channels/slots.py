@@ -1,10 +1,19 @@
-"""Channel slots: which channels of every graph value are live, constant or zero, which must be
-removed together, and which compaction may remove.
+"""The channel interpreter: one pass over a shape-propagated graph, one table of operations.
 
-Every channel (axis 1) of every tensor value is a *slot*. Operations that keep channels apart
+Every channel (feature) of every tensor value is a *slot*; each value records which axis holds
+its channels (1 for convolutions, the last for Linear on [batch, tokens, features]), and
+transposes, permutes, views and indexing move it. Operations that keep channels apart
 (BatchNorm, activations, pooling, dropout, per-channel gates, flatten blocks, cat, channel
 slices) pass slot ids through; an add unites the slots it sums; channel padding makes new zero
 slots. A *group* (a union-find root) is kept or removed as a whole.
+
+Two abstract values run over the same table, per channel:
+- for compaction, the slot id and the state below;
+- for pruning, the *units* (layer name, output index) whose signal the channel carries: layers
+  start new units, an add or a product takes the union, moves carry them. A unit is *read*
+  when a layer reads a channel carrying it with a nonzero weight, when it reaches the output,
+  or when something the table keeps whole (an unknown operation, a LayerNorm over channels)
+  consumes it; channels that are constant zero carry nothing.
 
 States, per value and channel: live, or constant with a known value (0 = zero). A Linear / Conv
 unit is constant when no nonzero weight reads a live channel (for padded convs, also no
@@ -28,8 +37,12 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from .. import fx_ops as ops
 from ..fx_attrs import attribute_node, attribute_value
-from . import graph as g
+from . import layer_call as lc
+
+Unit = tuple[str, int]
+NO_UNITS: frozenset[Unit] = frozenset()
 
 # A partial add (zeros, concat, index_select, then an add onnxruntime can no longer fuse into
 # the convolution) costs about as much as this many multiply-adds per output element: on
@@ -60,22 +73,47 @@ class UnionFind:
 
 @dataclass
 class Slots:
-    """Per channel of one value: slot ids, liveness and (where not live) the constant value."""
+    """Per channel of one value: slot id, liveness, the constant value (where not live) and the
+    units carried; ``axis`` is the value's channel axis."""
 
     ids: list[int]
     live: torch.Tensor  # bool [C]
     value: torch.Tensor  # float64 [C], meaningful where not live
-    axis: int = 1  # which axis of the value holds the channels (features)
+    units: list[frozenset[Unit]]
+    axis: int = 1
 
     @property
     def width(self) -> int:
         return len(self.ids)
 
+    @property
+    def matters(self) -> torch.Tensor:
+        """Bool [C]: channels that are not constant zero."""
+        return self.live | (self.value != 0)
+
     def with_state(self, live: torch.Tensor, value: torch.Tensor) -> Slots:
-        return Slots(self.ids, live, value, self.axis)
+        return Slots(self.ids, live, value, self.units, self.axis)
 
     def moved(self, axis: int) -> Slots:
-        return Slots(self.ids, self.live, self.value, axis)
+        return Slots(self.ids, self.live, self.value, self.units, axis)
+
+    def pick(self, channels: list[int]) -> Slots:
+        return Slots([self.ids[c] for c in channels], self.live[channels],
+                     self.value[channels], [self.units[c] for c in channels], self.axis)
+
+    def repeat(self, block: int, axis: int) -> Slots:
+        """Each channel ``block`` times in a row (a flatten of the axes after the channel)."""
+        return Slots([slot for slot in self.ids for _ in range(block)],
+                     self.live.repeat_interleave(block), self.value.repeat_interleave(block),
+                     [units for units in self.units for _ in range(block)], axis)
+
+    @staticmethod
+    def join(parts: list[Slots], axis: int) -> Slots:
+        """The channels of ``parts`` one after the other."""
+        return Slots([slot for part in parts for slot in part.ids],
+                     torch.cat([part.live for part in parts]),
+                     torch.cat([part.value for part in parts]),
+                     [units for part in parts for units in part.units], axis)
 
 
 @dataclass
@@ -107,16 +145,27 @@ class SlotGraph:
     union: UnionFind = field(default_factory=UnionFind)
     values: dict[fx.Node, Slots] = field(default_factory=dict)
     parts: dict[fx.Node, list[Slots]] = field(default_factory=dict)  # split / chunk outputs
-    layers: dict[fx.Node, g.LayerCall] = field(default_factory=dict)
+    layers: dict[fx.Node, lc.LayerCall] = field(default_factory=dict)
     pins: dict[int, str] = field(default_factory=dict)  # slot id -> reason
     edits: list[ChannelEdit] = field(default_factory=list)
     unsupported: list[str] = field(default_factory=list)
+    read: set[Unit] = field(default_factory=set)  # units something reads (pruning)
     partial_adds: list[PartialAdd] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def pin(self, ids: list[int], reason: str) -> None:
         for slot in ids:
             self.pins.setdefault(slot, reason)
+
+    def keep_whole(self, value: Slots, reason: str) -> None:
+        """Pin every channel of ``value``; whatever it carries counts as read."""
+        self.pin(value.ids, reason)
+        self.read_channels(value, torch.ones(value.width, dtype=torch.bool))
+
+    def read_channels(self, value: Slots, channels: torch.Tensor) -> None:
+        """The units carried by ``channels`` (bool [C]) of ``value`` are read, unless zero."""
+        for channel in torch.nonzero(channels & value.matters).flatten().tolist():
+            self.read |= value.units[channel]
 
 
 def build(graph_module: fx.GraphModule, partial_add_cost: float = PARTIAL_ADD_COST
@@ -138,31 +187,31 @@ def build(graph_module: fx.GraphModule, partial_add_cost: float = PARTIAL_ADD_CO
 # Tensor methods and module types. An operation not listed is never guessed: its
 # neighbourhood is pinned (left whole) with the operation named as the reason.
 _FUNCTION_HANDLERS: dict[Any, str] = {
-    **dict.fromkeys(g.ELEMENTWISE_FUNCTIONS, "elementwise"),
-    **dict.fromkeys(g.IDENTITY_FUNCTIONS, "identity"),
-    **dict.fromkeys(g.POOL_FUNCTIONS | g.AVERAGE_POOL_FUNCTIONS, "pool"),
-    **dict.fromkeys(g.ADD_FUNCTIONS, "add"),
-    **dict.fromkeys(g.MUL_FUNCTIONS, "mul"),
-    **dict.fromkeys(g.RESHAPE_FUNCTIONS | g.UNSQUEEZE_FUNCTIONS, "reshape"),
-    **dict.fromkeys(g.CAT_FUNCTIONS, "cat"),
-    **dict.fromkeys(g.PAD_FUNCTIONS, "pad"),
-    g.aten.constant_pad_nd.default: "constant_pad",
+    **dict.fromkeys(ops.ELEMENTWISE_FUNCTIONS, "elementwise"),
+    **dict.fromkeys(ops.IDENTITY_FUNCTIONS, "identity"),
+    **dict.fromkeys(ops.POOL_FUNCTIONS | ops.AVERAGE_POOL_FUNCTIONS, "pool"),
+    **dict.fromkeys(ops.ADD_FUNCTIONS, "add"),
+    **dict.fromkeys(ops.MUL_FUNCTIONS, "mul"),
+    **dict.fromkeys(ops.RESHAPE_FUNCTIONS | ops.UNSQUEEZE_FUNCTIONS, "reshape"),
+    **dict.fromkeys(ops.CAT_FUNCTIONS, "cat"),
+    **dict.fromkeys(ops.PAD_FUNCTIONS, "pad"),
+    ops.aten.constant_pad_nd.default: "constant_pad",
     operator.getitem: "getitem",
-    **dict.fromkeys(g.SPLIT_FUNCTIONS, "split"),
-    g.aten.slice.Tensor: "aten_slice",
-    g.aten.select.int: "select",
-    **dict.fromkeys(g.MEAN_FUNCTIONS, "reduce_spatial"),
-    **dict.fromkeys(g.TRANSPOSE_FUNCTIONS, "transpose"),
-    **dict.fromkeys(g.PERMUTE_FUNCTIONS, "permute"),
-    **dict.fromkeys(g.EXPAND_FUNCTIONS, "expand"),
-    **dict.fromkeys(g.LAYER_NORM_FUNCTIONS, "layer_norm"),
-    **dict.fromkeys(g.GROUP_NORM_FUNCTIONS, "group_norm"),
+    **dict.fromkeys(ops.SPLIT_FUNCTIONS, "split"),
+    ops.aten.slice.Tensor: "aten_slice",
+    ops.aten.select.int: "select",
+    **dict.fromkeys(ops.MEAN_FUNCTIONS, "reduce_spatial"),
+    **dict.fromkeys(ops.TRANSPOSE_FUNCTIONS, "transpose"),
+    **dict.fromkeys(ops.PERMUTE_FUNCTIONS, "permute"),
+    **dict.fromkeys(ops.EXPAND_FUNCTIONS, "expand"),
+    **dict.fromkeys(ops.LAYER_NORM_FUNCTIONS, "layer_norm"),
+    **dict.fromkeys(ops.GROUP_NORM_FUNCTIONS, "group_norm"),
 }
 _METHOD_HANDLERS: dict[str, str] = {
-    **dict.fromkeys(g.ELEMENTWISE_METHODS, "elementwise"),
-    **dict.fromkeys(g.IDENTITY_METHODS, "identity"),
+    **dict.fromkeys(ops.ELEMENTWISE_METHODS, "elementwise"),
+    **dict.fromkeys(ops.IDENTITY_METHODS, "identity"),
     "add": "add", "add_": "add", "mul": "mul", "mul_": "mul",
-    **dict.fromkeys((*g.RESHAPE_METHODS, "unsqueeze", "squeeze"), "reshape"),
+    **dict.fromkeys((*ops.RESHAPE_METHODS, "unsqueeze", "squeeze"), "reshape"),
     "mean": "reduce_spatial", "amax": "reduce_spatial",
     "split": "split", "chunk": "split",
     "transpose": "transpose", "permute": "permute",
@@ -170,9 +219,9 @@ _METHOD_HANDLERS: dict[str, str] = {
 }
 _MODULE_HANDLERS: tuple[tuple[tuple[type[nn.Module], ...], str], ...] = (
     ((nn.BatchNorm1d, nn.BatchNorm2d), "batchnorm"),
-    (g.ELEMENTWISE_MODULES, "elementwise"),
-    (g.IDENTITY_MODULES, "identity"),
-    (g.POOL_MODULES, "pool"),
+    (ops.ELEMENTWISE_MODULES, "elementwise"),
+    (ops.IDENTITY_MODULES, "identity"),
+    (ops.POOL_MODULES, "pool"),
     ((nn.Flatten,), "reshape"),
     ((nn.LayerNorm,), "layer_norm"),
     ((nn.GroupNorm,), "group_norm"),
@@ -188,9 +237,10 @@ class _Builder:
         self.partial_add_cost = partial_add_cost
 
     # -- helpers ------------------------------------------------------------------------------
-    def fresh(self, width: int, live: bool = True, axis: int = 1) -> Slots:
+    def fresh(self, width: int, live: bool = True, axis: int = 1,
+              units: list[frozenset[Unit]] | None = None) -> Slots:
         return Slots(self.s.union.new(width), torch.full((width,), live),
-                     torch.zeros(width, dtype=torch.float64), axis)
+                     torch.zeros(width, dtype=torch.float64), units or [NO_UNITS] * width, axis)
 
     def of(self, argument: Any) -> Slots | None:
         return self.s.values.get(argument) if isinstance(argument, fx.Node) else None
@@ -207,6 +257,7 @@ class _Builder:
             return value
         if not all(slot in self.s.pins for slot in value.ids):
             return None
+        self.s.keep_whole(value, "read along another axis")
         seen = self.fresh(shape[axis], axis=axis)
         self.s.pin(seen.ids, self.s.pins[value.ids[0]] if value.ids else "network input")
         self.s.values[argument] = seen
@@ -244,13 +295,13 @@ class _Builder:
             return None
         if node.op == "output":
             for argument in fx.node.map_aggregate(node.args, lambda a: a) or ():
-                self._pin_all(argument, "model output")
+                self._keep_all_whole(argument, "model output")
             return None
-        if node.target in g.SHAPE_QUERIES:
+        if node.target in ops.SHAPE_QUERIES:
             return None
         if self.shared(node):
             return self.unknown(node, "a module with weights called more than once")
-        layer = g.layer_call(node, self.s.graph_module, self.modules)
+        layer = lc.layer_call(node, self.s.graph_module, self.modules)
         if layer is not None:
             return self.layer(layer) or self.unknown(node, "its input's features are not on "
                                                           "the axis the layer reads")
@@ -274,7 +325,7 @@ class _Builder:
         return None
 
     # -- layers --------------------------------------------------------------------------------
-    def layer(self, layer: g.LayerCall) -> Slots | None:
+    def layer(self, layer: lc.LayerCall) -> Slots | None:
         source_node = layer.node.args[0]
         source = self.on_axis(source_node, layer.channel_axis)
         out_shape = _shape(layer.node)
@@ -285,7 +336,9 @@ class _Builder:
         if source.width != in_width:
             return None
         self.s.layers[layer.node] = layer
-        out = self.fresh(layer.out_units, axis=layer.channel_axis % len(out_shape))
+        self.s.read_channels(source, layer.reads())
+        out = self.fresh(layer.out_units, axis=layer.channel_axis % len(out_shape),
+                         units=[frozenset({(layer.name, j)}) for j in range(layer.out_units)])
         if layer.groups > 1:
             if layer.groups == in_width == layer.out_units:
                 for a, b in zip(source.ids, out.ids, strict=True):
@@ -330,33 +383,33 @@ class _Builder:
         shift = (module.bias.detach().double() if module.affine else 0.0) - mean.double() * scale
         live = source.live & (scale != 0)
         value = torch.where(source.live, shift, source.value * scale + shift)
-        self.s.edits.append(ChannelEdit(node, "batchnorm", g.arg(node, 0)))
+        self.s.edits.append(ChannelEdit(node, "batchnorm", lc.arg(node, 0)))
         return source.with_state(live, value)
 
     def layer_norm(self, node: fx.Node) -> Slots | None:
         """LayerNorm over the last axes: a removed channel among them would change the mean and
         variance, so those channels stay; over other axes a constant channel becomes a
         position-dependent map (live)."""
-        source_node = g.arg(node, 0, "input")
+        source_node = lc.arg(node, 0, "input")
         source, shape = self.of(source_node), _shape(source_node)
         if source is None or shape is None:
             return None
         if node.op == "call_module":
             normalized = len(self.modules[str(node.target)].normalized_shape)  # type: ignore[arg-type]
         else:
-            normalized = len(g.arg(node, 1, "normalized_shape"))
+            normalized = len(lc.arg(node, 1, "normalized_shape"))
         if source.axis >= len(shape) - normalized:
-            self.s.pin(source.ids, f"normalised together by {node.name} (LayerNorm mixes "
-                                   "its channels' statistics)")
+            self.s.keep_whole(source, f"normalised together by {node.name} (LayerNorm mixes "
+                                      "its channels' statistics)")
         return source.with_state(torch.ones_like(source.live), source.value)
 
     def group_norm(self, node: fx.Node) -> Slots | None:
         """GroupNorm mixes the statistics of the channels of a group: they all stay."""
-        source = self.on_axis(g.arg(node, 0, "input"), 1)
+        source = self.on_axis(lc.arg(node, 0, "input"), 1)
         if source is None:
             return None
-        self.s.pin(source.ids, f"normalised together by {node.name} (GroupNorm mixes its "
-                               "channels' statistics)")
+        self.s.keep_whole(source, f"normalised together by {node.name} (GroupNorm mixes "
+                                  "its channels' statistics)")
         return source.with_state(torch.ones_like(source.live), source.value)
 
     def pool(self, node: fx.Node) -> Slots | None:
@@ -366,7 +419,7 @@ class _Builder:
         module = self.modules.get(str(node.target)) if node.op == "call_module" else None
         padded_average = isinstance(module, nn.AvgPool2d) and module.count_include_pad and \
             module.padding not in (0, (0, 0))
-        if node.op == "call_function" and node.target in g.AVERAGE_POOL_FUNCTIONS:
+        if node.op == "call_function" and node.target in ops.AVERAGE_POOL_FUNCTIONS:
             padded_average = True  # conservative: functional padding arguments vary
         live = source.live | ((source.value != 0) if padded_average else False)
         return source.with_state(live, source.value)
@@ -381,7 +434,7 @@ class _Builder:
         """x + y or x * y: two values whose channels meet on one axis (broadcasting aligns from
         the last axis) unite their slots; a value and a constant (scalar or varying only along
         the value's channel axis) keep the value's slots."""
-        left, right = g.arg(node, 0, "input"), g.arg(node, 1, "other")
+        left, right = lc.arg(node, 0, "input"), lc.arg(node, 1, "other")
         a, b = self.of(left), self.of(right)
         if self.constant(right) is not None:  # a model constant, even one given slots
             b = None
@@ -404,10 +457,11 @@ class _Builder:
         for x, y in zip(a.ids, b.ids, strict=True):
             self.s.union.union(x, y)
         axis = len(out_shape) - (len(left_shape) - a.axis)
+        units = _united(a, b)
         if kind == "add":
-            return Slots(a.ids, a.live | b.live, a.value + b.value, axis)
+            return Slots(a.ids, a.live | b.live, a.value + b.value, units, axis)
         zero = (~a.live & (a.value == 0)) | (~b.live & (b.value == 0))
-        return Slots(a.ids, (a.live | b.live) & ~zero, a.value * b.value, axis)
+        return Slots(a.ids, (a.live | b.live) & ~zero, a.value * b.value, units, axis)
 
     def _partial_add(self, node: fx.Node, left: Any, right: Any, a: Slots, b: Slots
                      ) -> Slots | None:
@@ -428,8 +482,9 @@ class _Builder:
             self.s.notes.append(f"{node.name}: partial add; {layer.name} drops its {dead} "
                                 f"constant units instead of keeping zero rows "
                                 f"({dead * per_unit} weights per position)")
-            return stream_slots.with_state(branch_slots.live | stream_slots.live,
-                                           branch_slots.value + stream_slots.value)
+            return Slots(stream_slots.ids, branch_slots.live | stream_slots.live,
+                         branch_slots.value + stream_slots.value,
+                         _united(branch_slots, stream_slots), stream_slots.axis)
         return None
 
     def _branch_layer(self, node: Any) -> fx.Node | None:
@@ -442,7 +497,7 @@ class _Builder:
                     else None
             module = self.modules.get(str(current.target)) if current.op == "call_module" \
                 else None
-            if not isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, *g.IDENTITY_MODULES)) \
+            if not isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, *ops.IDENTITY_MODULES)) \
                     or self.shared(current):
                 return None
             current = current.args[0]
@@ -450,7 +505,7 @@ class _Builder:
 
     def _affine(self, node: fx.Node, data: Slots, data_node: Any, other: Any, kind: str
                 ) -> Slots | None:
-        if g.arg(node, 2, "alpha", 1) != 1:
+        if lc.arg(node, 2, "alpha", 1) != 1:
             return None
         constant = self.constant(other)
         out_shape, data_shape = _shape(node), _shape(data_node)
@@ -470,21 +525,21 @@ class _Builder:
 
     def reduce_spatial(self, node: fx.Node) -> Slots | None:
         """mean / amax over axes other than batch and channel keep channels (and constants)."""
-        source = self.of(g.arg(node, 0, "input"))
-        dims = g.arg(node, 1, "dim")
-        shape = _shape(g.arg(node, 0, "input"))
+        source = self.of(lc.arg(node, 0, "input"))
+        dims = lc.arg(node, 1, "dim")
+        shape = _shape(lc.arg(node, 0, "input"))
         if source is None or shape is None or dims is None:
             return None
         axes = {d % len(shape) for d in (dims if isinstance(dims, (list, tuple)) else [dims])}
         if not axes or axes & {0, source.axis}:
             return None
-        keepdim = g.arg(node, 2, "keepdim", False)
+        keepdim = lc.arg(node, 2, "keepdim", False)
         return source.moved(source.axis - (0 if keepdim else
                                            sum(a < source.axis for a in axes)))
 
     def expand(self, node: fx.Node) -> Slots | None:
         """expand / expand_as / broadcast_to: the channel axis (counted from the end) stays."""
-        source_node = g.arg(node, 0, "input")
+        source_node = lc.arg(node, 0, "input")
         source, before, after = self.of(source_node), _shape(source_node), _shape(node)
         if source is None or before is None or after is None:
             return None
@@ -492,9 +547,9 @@ class _Builder:
         return source.moved(axis) if after[axis] == source.width else None
 
     def transpose(self, node: fx.Node) -> Slots | None:
-        source = self.of(g.arg(node, 0, "input"))
-        shape = _shape(g.arg(node, 0, "input"))
-        first, second = g.arg(node, 1, "dim0"), g.arg(node, 2, "dim1")
+        source = self.of(lc.arg(node, 0, "input"))
+        shape = _shape(lc.arg(node, 0, "input"))
+        first, second = lc.arg(node, 1, "dim0"), lc.arg(node, 2, "dim1")
         if source is None or shape is None or not isinstance(first, int) or \
                 not isinstance(second, int):
             return None
@@ -502,10 +557,10 @@ class _Builder:
         return source.moved(swap.get(source.axis, source.axis))
 
     def permute(self, node: fx.Node) -> Slots | None:
-        source = self.of(g.arg(node, 0, "input"))
-        shape = _shape(g.arg(node, 0, "input"))
+        source = self.of(lc.arg(node, 0, "input"))
+        shape = _shape(lc.arg(node, 0, "input"))
         order: list[Any] = list(node.args[1:]) if node.op == "call_method" \
-            else list(g.arg(node, 1, "dims") or ())
+            else list(lc.arg(node, 1, "dims") or ())
         if len(order) == 1 and isinstance(order[0], (list, tuple)):
             order = list(order[0])
         if source is None or shape is None or not all(isinstance(d, int) for d in order):
@@ -517,7 +572,7 @@ class _Builder:
         """view / reshape / flatten / (un)squeeze: the channel axis survives when the sizes
         before it multiply to the same count; flattening it with everything after it repeats
         each channel's slot over its block of features."""
-        source_node = g.arg(node, 0, "input")
+        source_node = lc.arg(node, 0, "input")
         source = self.of(source_node)
         before, after = _shape(source_node), _shape(node)
         if source is None or before is None or after is None:
@@ -536,15 +591,13 @@ class _Builder:
             self.s.edits.append(ChannelEdit(node, "reshape", source_node, axis))
             return features
         self.s.edits.append(ChannelEdit(node, "reshape", source_node, axis))
-        return Slots([slot for slot in source.ids for _ in range(block)],
-                     source.live.repeat_interleave(block), source.value.repeat_interleave(block),
-                     axis)
+        return source.repeat(block, axis)
 
     def cat(self, node: fx.Node) -> Slots | None:
         """Along the channel axis the parts' channels follow each other; along another axis
         channel c of the result is channel c of every part (their slots unite)."""
-        parts = g.arg(node, 0, "tensors")
-        dim = g.arg(node, 1, "dim", 0)
+        parts = lc.arg(node, 0, "tensors")
+        dim = lc.arg(node, 1, "dim", 0)
         shape = _shape(node)
         if not isinstance(parts, (list, tuple)) or shape is None or len(shape) < 2:
             return None
@@ -555,32 +608,31 @@ class _Builder:
         axis = present[0].axis
         if dim % len(shape) == axis:
             self.s.edits.append(ChannelEdit(node, "cat"))
-            return Slots([slot for v in present for slot in v.ids],
-                         torch.cat([v.live for v in present]),
-                         torch.cat([v.value for v in present]), axis)
+            return Slots.join(present, axis)
         if len({v.width for v in present}) != 1:
             return None
-        first = present[0]
+        first, units = present[0], present[0].units
         for other in present[1:]:
             for x, y in zip(first.ids, other.ids, strict=True):
                 self.s.union.union(x, y)
+            units = [a | b for a, b in zip(units, other.units, strict=True)]
         live = torch.stack([v.live for v in present]).any(0)
         values_differ = torch.stack([v.value for v in present]).ne(first.value).any(0)
-        return Slots(first.ids, live | values_differ, first.value, axis)
+        return Slots(first.ids, live | values_differ, first.value, units, axis)
 
     def constant_pad(self, node: fx.Node) -> Slots | None:
         """aten.constant_pad_nd(input, pad, value)."""
-        return self._pad(node, g.arg(node, 1, "pad"), "constant", g.arg(node, 2, "value", 0))
+        return self._pad(node, lc.arg(node, 1, "pad"), "constant", lc.arg(node, 2, "value", 0))
 
     def pad(self, node: fx.Node) -> Slots | None:
-        return self._pad(node, g.arg(node, 1, "pad"), g.arg(node, 2, "mode", "constant"),
-                         g.arg(node, 3, "value"))
+        return self._pad(node, lc.arg(node, 1, "pad"), lc.arg(node, 2, "mode", "constant"),
+                         lc.arg(node, 3, "value"))
 
     def _pad(self, node: fx.Node, pad: Any, mode: Any, fill: Any) -> Slots | None:
         """pad lists (before, after) pairs from the last axis backwards. Zero padding of the
         channel axis adds zero channels; of other axes, it makes a constant v != 0 vary (v
         inside, 0 at the border)."""
-        source_node = g.arg(node, 0, "input")
+        source_node = lc.arg(node, 0, "input")
         source, shape = self.of(source_node), _shape(source_node)
         if source is None or shape is None or not isinstance(pad, (list, tuple)):
             return None
@@ -600,33 +652,29 @@ class _Builder:
         zeros_after = self.fresh(after, live=False, axis=source.axis)
         self.s.edits.append(ChannelEdit(node, "pad", source_node,
                                         (zeros_before.ids, zeros_after.ids, channel_pair)))
-        return Slots(zeros_before.ids + source.ids + zeros_after.ids,
-                     torch.cat([zeros_before.live, source.live, zeros_after.live]),
-                     torch.cat([zeros_before.value, source.value, zeros_after.value]),
-                     source.axis)
+        return Slots.join([zeros_before, source, zeros_after], source.axis)
 
     def split(self, node: fx.Node) -> Slots | None:
         """split / chunk: along channels each part takes its range; otherwise every part keeps
         all channels. The parts are read by getitem."""
-        source = self.of(g.arg(node, 0, "input"))
-        shape = _shape(g.arg(node, 0, "input"))
-        size = g.arg(node, 1, "split_size_or_sections", g.arg(node, 1, "chunks"))
-        dim = g.arg(node, 2, "dim", 0)
+        source = self.of(lc.arg(node, 0, "input"))
+        shape = _shape(lc.arg(node, 0, "input"))
+        size = lc.arg(node, 1, "split_size_or_sections", lc.arg(node, 1, "chunks"))
+        dim = lc.arg(node, 2, "dim", 0)
         if source is None or shape is None or size is None:
             return None
         dim %= len(shape)
         if dim != source.axis:
             self.s.parts[node] = [source] * _part_count(node)
             return None
-        chunked = node.target in (torch.chunk, g.aten.chunk.default, "chunk")
+        chunked = node.target in (torch.chunk, ops.aten.chunk.default, "chunk")
         sizes = _part_sizes(source.width, size, chunked)
         if sizes is None:
             return None
         bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-        self.s.parts[node] = [Slots(source.ids[a:b], source.live[a:b], source.value[a:b],
-                                    source.axis)
+        self.s.parts[node] = [source.pick(list(range(a, b)))
                               for a, b in itertools.pairwise(bounds)]
-        self.s.edits.append(ChannelEdit(node, "split", g.arg(node, 0, "input"), bounds))
+        self.s.edits.append(ChannelEdit(node, "split", lc.arg(node, 0, "input"), bounds))
         return None
 
     def getitem(self, node: fx.Node) -> Slots | None:
@@ -649,14 +697,13 @@ class _Builder:
         picked = range(source.width)[channel]
         self.s.edits.append(ChannelEdit(node, "slice", source_node,
                                         (picked.start, picked.stop, position)))
-        chosen = slice(picked.start, picked.stop)
-        return Slots(source.ids[chosen], source.live[chosen], source.value[chosen], axis)
+        return source.pick(list(picked)).moved(axis)
 
     def aten_slice(self, node: fx.Node) -> Slots | None:
         """aten.slice.Tensor(input, dim, start, end, step): channels move only on their axis."""
-        source = self.of(g.arg(node, 0, "self"))
-        dim, step = g.arg(node, 1, "dim", 0), g.arg(node, 4, "step", 1)
-        shape = _shape(g.arg(node, 0, "self"))
+        source = self.of(lc.arg(node, 0, "self"))
+        dim, step = lc.arg(node, 1, "dim", 0), lc.arg(node, 4, "step", 1)
+        shape = _shape(lc.arg(node, 0, "self"))
         if source is None or shape is None:
             return None
         dim %= len(shape)
@@ -664,18 +711,16 @@ class _Builder:
             return source
         if step != 1:
             return None
-        picked = range(source.width)[slice(g.arg(node, 2, "start"), g.arg(node, 3, "end"))]
-        self.s.edits.append(ChannelEdit(node, "aten_slice", g.arg(node, 0, "self"),
+        picked = range(source.width)[slice(lc.arg(node, 2, "start"), lc.arg(node, 3, "end"))]
+        self.s.edits.append(ChannelEdit(node, "aten_slice", lc.arg(node, 0, "self"),
                                         (picked.start, picked.stop)))
-        chosen = slice(picked.start, picked.stop)
-        return Slots(source.ids[chosen], source.live[chosen], source.value[chosen],
-                     source.axis)
+        return source.pick(list(picked))
 
     def select(self, node: fx.Node) -> Slots | None:
         """aten.select.int(input, dim, index) of another axis drops that axis."""
-        source = self.of(g.arg(node, 0, "self"))
-        shape = _shape(g.arg(node, 0, "self"))
-        dim = g.arg(node, 1, "dim")
+        source = self.of(lc.arg(node, 0, "self"))
+        shape = _shape(lc.arg(node, 0, "self"))
+        dim = lc.arg(node, 1, "dim")
         if source is None or shape is None or not isinstance(dim, int):
             return None
         dim %= len(shape)
@@ -690,7 +735,7 @@ class _Builder:
         if node.users and any(isinstance(a, fx.Node) and a in self.s.values
                               for a in _flatten(arguments)):
             self.s.unsupported.append(f"{described}: {why}")
-        self._pin_all(arguments, f"left uncompacted around unsupported {described}")
+        self._keep_all_whole(arguments, f"left uncompacted around unsupported {described}")
         width = _width(node)
         if not width:
             return None
@@ -698,14 +743,30 @@ class _Builder:
         self.s.pin(value.ids, f"output of unsupported {described}")
         return value
 
-    def _pin_all(self, argument: Any, reason: str) -> None:
+    def _keep_all_whole(self, argument: Any, reason: str) -> None:
         for item in _flatten(argument):
             slots = self.of(item)
             if slots is not None:
-                self.s.pin(slots.ids, reason)
+                self.s.keep_whole(slots, reason)
+        for item in _flatten(argument):  # split parts read as a whole
+            for part in self.s.parts.get(item, []) if isinstance(item, fx.Node) else []:
+                self.s.keep_whole(part, reason)
 
 
-def _layer_state(layer: g.LayerCall, weight: torch.Tensor, source: Slots
+def _united(a: Slots, b: Slots) -> list[frozenset[Unit]]:
+    """Per channel, the units of both operands (a zero operand channel carries none)."""
+    a_matters, b_matters = a.matters.tolist(), b.matters.tolist()
+    return [(x if ka else NO_UNITS) | (y if kb else NO_UNITS)
+            for x, y, ka, kb in zip(a.units, b.units, a_matters, b_matters, strict=True)]
+
+
+def read_units(graph_module: fx.GraphModule) -> set[Unit]:
+    """Units something reads, under the graph module's current weights and gates (the graph
+    must carry ``tensor_meta`` shapes)."""
+    return build(graph_module).read
+
+
+def _layer_state(layer: lc.LayerCall, weight: torch.Tensor, source: Slots
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which units are live, and the constant value of the others."""
     reads = weight.ne(0)
@@ -721,7 +782,7 @@ def _layer_state(layer: g.LayerCall, weight: torch.Tensor, source: Slots
     return live, value
 
 
-def _group_view(per_channel: torch.Tensor, layer: g.LayerCall) -> torch.Tensor:
+def _group_view(per_channel: torch.Tensor, layer: lc.LayerCall) -> torch.Tensor:
     """[out, in/g]: for each unit, the entries of the input channels of its group."""
     groups = layer.groups
     per_in = per_channel.shape[0] // groups
@@ -809,7 +870,7 @@ def _channel_after_index(index: Any, rank: int, axis: int) -> tuple[int, int, An
 
 
 def _shape(node: Any) -> tuple[int, ...] | None:
-    return g.shape_of(node)
+    return lc.shape_of(node)
 
 
 def _width(node: fx.Node) -> int:
