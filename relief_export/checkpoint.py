@@ -58,6 +58,7 @@ class LoadedModel:
     history: list[dict[str, Any]] = field(default_factory=list)
     sha256: str | None = None
     notes: list[str] = field(default_factory=list)
+    example_inputs: tuple[torch.Tensor, ...] | None = None  # where one shape cannot say it
 
 
 def tensor_sha256(tensor: torch.Tensor) -> str:
@@ -362,8 +363,37 @@ def _read_export_archive(source: Path, trust: bool) -> LoadedModel:
     program = load_export_archive(source, trust=trust)
     placeholders = [node for node in program.graph.nodes if node.op == "placeholder"
                     and node.name in program.graph_signature.user_inputs]
-    shape = None
-    if len(placeholders) == 1 and "val" in placeholders[0].meta:
-        shape = [int(d) if isinstance(d, int) else 1 for d in placeholders[0].meta["val"].shape]
+    values = [node.meta.get("val") for node in placeholders]
+    shape, examples = None, None
+    if not all(isinstance(v, torch.Tensor) for v in values):
+        raise ReliefError(f"{source}: the program's inputs are not all tensors; export a "
+                          "wrapper whose forward takes tensors only")
+    if len(values) == 1 and values[0].is_floating_point():
+        shape = _concrete(values[0].shape)
+    else:
+        examples = _recorded_examples(program, values)
     module = program_module(program, str(source))
-    return LoadedModel(module, source, "torch.export", shape)
+    return LoadedModel(module, source, "torch.export", shape, example_inputs=examples)
+
+
+def _concrete(shape: Any) -> list[int]:
+    """Symbolic sizes (a dynamic batch axis) become 1."""
+    return [int(d) if isinstance(d, int) else 1 for d in shape]
+
+
+def _recorded_examples(program: torch.export.ExportedProgram, values: list[Any]
+                       ) -> tuple[torch.Tensor, ...]:
+    """The example inputs saved in the archive when they fit the graph's inputs, else seeded
+    ones of its shapes: U(0, 1) for floats, zeros for integers (index 0 exists in every
+    embedding table)."""
+    recorded = program.example_inputs
+    if recorded is not None:
+        args, kwargs = recorded
+        if not kwargs and len(args) == len(values) and all(
+                isinstance(a, torch.Tensor) and a.dtype == v.dtype and a.dim() == v.dim()
+                for a, v in zip(args, values, strict=True)):
+            return tuple(a.detach().clone() for a in args)
+    generator = torch.Generator().manual_seed(0)
+    return tuple(torch.rand(_concrete(v.shape), generator=generator, dtype=v.dtype)
+                 if v.is_floating_point() else torch.zeros(_concrete(v.shape), dtype=v.dtype)
+                 for v in values)

@@ -20,8 +20,8 @@ def trace(model: nn.Module, purpose: str) -> fx.GraphModule:
         graph = tracer.trace(model)
     except Exception as error:
         raise ReliefError(f"cannot capture {type(model).__name__} with torch.fx "
-                          f"({first_line(error)}); {purpose} needs a forward without "
-                          "data-dependent control flow") from None
+                          f"({type(error).__name__}: {first_line(error)}); {purpose} needs "
+                          "a forward that torch.fx can trace") from None
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 

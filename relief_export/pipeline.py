@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from ._version import __version__
 from .bench.graph_stats import model_stats
 from .checkpoint import LoadedModel, read_model
 from .compile import compact_with_report
-from .compile.graph import unmasked_copy
+from .compile.graph import set_mode, unmasked_copy
 from .compile.report import CompactionReport
 from .errors import ReliefError, VerificationError, first_line
 from .files import check_output, write_files
@@ -124,7 +124,7 @@ class ExportReport:
 
 
 def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
-                example_inputs: torch.Tensor | None = None,
+                example_inputs: torch.Tensor | Sequence[torch.Tensor] | None = None,
                 input_shape: list[int] | None = None, weights: str = "auto",
                 fp16_weights: bool = False, opset: int = 18, align: int = 8,
                 dense_out: str | Path | None = None, verify_outputs: bool = True,
@@ -158,14 +158,16 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
     loaded = _load(model_or_path, trust=trust, allow_factory=allow_factory, arch=arch,
                    arch_kwargs=arch_kwargs)
-    example = _example(loaded, example_inputs, input_shape)
+    examples = _examples(loaded, example_inputs, input_shape)
+    if int8:
+        _check_int8_inputs(examples, loaded.source)
     report = ExportReport(str(loaded.source), str(out_path), weights, fp16_weights,
                           notes=list(loaded.notes))
-    compacted, compaction = compact_with_report(loaded.model, example, fold_batchnorm=True,
+    compacted, compaction = compact_with_report(loaded.model, examples, fold_batchnorm=True,
                                                 align=align)
     if strict:
         _check_strict(compaction, loaded.source)
-    exported = to_onnx(compacted, example, opset)
+    exported = to_onnx(compacted, examples, opset)
     ir.passes.Sequential(DropIdentityMul(), ClearMetadataAndDocStringPass())(exported)
     report.source_sha256 = loaded.sha256
     _count(report, loaded.model, compaction.to_dict())
@@ -173,8 +175,9 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     fp32 = ir.to_proto(exported) if int8 else None
     if fp32 is not None:
         if verify_outputs:
-            _verify(report, fp32, fp32.SerializeToString(), loaded, compacted, example)
-        quantized = _quantize(report, fp32, loaded, list(example.shape), options, progress)
+            _verify(report, fp32, fp32.SerializeToString(), loaded, compacted, examples)
+        quantized = _quantize(report, fp32, loaded, list(examples[0].shape), options,
+                              progress)
         exported = ir.serde.deserialize_model(quantized)
     encode = EncodeWeights(MODES[weights], np.float16 if fp16_weights else np.float32)
     ir.passes.PassManager([encode, DropZeroBiasZeroPoints(), ClearValueInfo(),
@@ -187,10 +190,10 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     if fp32 is not None:
         verify.check_structure(proto)
         verify.same_outputs(data, quantized.SerializeToString(),
-                            verify.seeded_inputs(list(example.shape)))
+                            verify.seeded_inputs(examples))
     elif verify_outputs:
-        _verify(report, proto, data, loaded, compacted, example)
-    dense_data = _dense_bytes(loaded.model, example, opset) if dense_out else None
+        _verify(report, proto, data, loaded, compacted, examples)
+    dense_data = _dense_bytes(loaded.model, examples, opset) if dense_out else None
     report.file_bytes = len(data)
     report.dense_file_bytes = len(dense_data) if dense_data is not None else None
     report.seconds = time.perf_counter() - start
@@ -301,25 +304,38 @@ def _load(model_or_path: Any, **source: Any) -> LoadedModel:
     return read_model(model_or_path, **source)
 
 
-def _example(loaded: LoadedModel, example: torch.Tensor | None,
-             shape: list[int] | None) -> torch.Tensor:
-    if example is None:
+def _examples(loaded: LoadedModel, given: torch.Tensor | Sequence[torch.Tensor] | None,
+              shape: list[int] | None) -> tuple[torch.Tensor, ...]:
+    """The example inputs: given, or those the file records, or seeded U(0, 1) of ``shape``
+    (or the file's input shape); checked to run through the model."""
+    if given is not None:
+        examples = validate.examples(given)
+    elif shape is None and loaded.example_inputs:
+        examples = loaded.example_inputs
+    else:
         shape = shape or loaded.input_shape
         if not shape:
             raise ReliefError(f"{loaded.source}: the file records no input shape; pass "
                               "--input-shape, e.g. --input-shape 1,1,28,28")
         shape = validate.shape("input shape", shape)
-        example = torch.rand(shape, generator=torch.Generator().manual_seed(0))
-    else:
-        validate.finite("example_inputs", validate.tensor("example_inputs", example))
+        examples = (torch.rand(shape, generator=torch.Generator().manual_seed(0)),)
     try:
         with torch.no_grad():
-            loaded.model.eval()(example)
+            set_mode(loaded.model, training=False)
+            loaded.model(*examples)
     except Exception as error:
         first = first_line(error)
-        raise ReliefError(f"input shape {list(example.shape)} does not fit {loaded.source}: "
+        shapes = ", ".join(str(list(x.shape)) for x in examples)
+        raise ReliefError(f"input shape {shapes} does not fit {loaded.source}: "
                           f"{first}") from None
-    return example
+    return examples
+
+
+def _check_int8_inputs(examples: tuple[torch.Tensor, ...], source: Path) -> None:
+    if len(examples) != 1 or not examples[0].is_floating_point():
+        raise ReliefError(f"{source}: --int8 calibrates models with one float input; this "
+                          f"one takes {len(examples)} input(s) "
+                          f"({', '.join(str(x.dtype) for x in examples)})")
 
 
 def _count_file(report: ExportReport, proto: onnx.ModelProto) -> None:
@@ -360,10 +376,11 @@ def _int8_metadata(int8: dict[str, Any]) -> dict[str, Any]:
 
 
 def _verify(report: ExportReport, proto: Any, data: bytes, loaded: LoadedModel,
-            compacted: nn.Module, example: torch.Tensor) -> None:
+            compacted: nn.Module, examples: tuple[torch.Tensor, ...]) -> None:
     verify.check_structure(proto)
-    shape = list(example.shape)
-    batches = {**verify.seeded_inputs(shape), **real_inputs(loaded.data, shape)}
+    batches: dict[str, Any] = dict(verify.seeded_inputs(examples))
+    if len(examples) == 1:
+        batches.update(real_inputs(loaded.data, list(examples[0].shape)))
     reference = _fp16_rounded(compacted) if report.fp16_weights else loaded.model
     checks = verify.compare(data, reference, batches, FP32_TOLERANCE)
     report.verification = [{**asdict(c), "relative": c.relative} for c in checks]
@@ -384,9 +401,9 @@ def _fp16_rounded(model: nn.Module) -> nn.Module:
     return rounded
 
 
-def _dense_bytes(model: nn.Module, example: torch.Tensor, opset: int) -> bytes:
+def _dense_bytes(model: nn.Module, examples: tuple[torch.Tensor, ...], opset: int) -> bytes:
     """The masked model exported as it is: what a user gets without this tool."""
-    exported = to_onnx(unmasked_copy(model), example, opset)
+    exported = to_onnx(unmasked_copy(model), examples, opset)
     ir.passes.Sequential(CapIrVersion(max_ir_version()), SetMetadata(
         {"producer": f"relief_export {__version__} (dense baseline)"}))(exported)
     return ir.to_proto(exported).SerializeToString()

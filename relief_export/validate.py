@@ -125,3 +125,25 @@ def device(name: str, value: Any) -> torch.device:
     if parsed.index is not None and parsed.index >= torch.cuda.device_count():
         raise ReliefError(f"{name} {value!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return parsed
+
+
+def examples(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    """One tensor or a tuple / list of tensors (float, or integer such as token ids), each
+    with a batch axis."""
+    items = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) \
+        else (example_inputs,)
+    if not items:
+        raise ReliefError("example_inputs is empty: give one tensor per model input")
+    for number, item in enumerate(items):
+        name = "example_inputs" if len(items) == 1 else f"example_inputs[{number}]"
+        if not isinstance(item, torch.Tensor):
+            raise ReliefError(f"{name} must be a float or integer tensor, got "
+                              f"{type(item).__name__}")
+        if item.is_complex() or item.dtype == torch.bool:
+            raise ReliefError(f"{name} must be a float or integer tensor, got {item.dtype}")
+        if item.is_floating_point():
+            finite(name, tensor(name, item))
+        if item.dim() < 1 or item.shape[0] < 1:
+            raise ReliefError(f"{name} must have a batch axis of size >= 1, got shape "
+                              f"{list(item.shape)}")
+    return tuple(item.detach() for item in items)

@@ -44,7 +44,7 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     the same shape: max |error| / max |output| <= 1e-5.
     """
     validate.module("model", model, "load a file with relief_export.load_model first")
-    examples = _examples(example_inputs)
+    examples = validate.examples(example_inputs)
     validate.flag("fold_batchnorm", fold_batchnorm)
     validate.integer("align", align, 1, 1024)
     validate.number("partial_add_cost", partial_add_cost, 0.0, float("1e30"))
@@ -73,7 +73,7 @@ def verify(original: nn.Module, compacted: nn.Module, examples: Any, samples: in
     """max |a - b| / max |a| over every output, on the examples and on seeded random inputs of
     their shapes (float inputs: normal and uniform; integer inputs such as token ids: uniform
     over the examples' range); raises above 1e-5 or when the outputs' structure differs."""
-    examples = _examples(examples)
+    examples = validate.examples(examples)
     generator = torch.Generator().manual_seed(seed)
     draws = [examples, *(tuple(_random_like(x, samples, generator, kind) for x in examples)
                          for kind in ("normal", "uniform"))]
@@ -117,28 +117,6 @@ def _random_like(example: torch.Tensor, samples: int, generator: torch.Generator
         return draw(shape, generator=generator, dtype=example.dtype)
     low, high = int(example.min()), int(example.max()) + 1
     return torch.randint(low, high, shape, generator=generator, dtype=example.dtype)
-
-
-def _examples(example_inputs: Any) -> tuple[torch.Tensor, ...]:
-    """One tensor or a tuple / list of tensors (float, or integer such as token ids), each
-    with a batch axis."""
-    items = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) \
-        else (example_inputs,)
-    if not items:
-        raise ReliefError("example_inputs is empty: give one tensor per model input")
-    for number, item in enumerate(items):
-        name = "example_inputs" if len(items) == 1 else f"example_inputs[{number}]"
-        if not isinstance(item, torch.Tensor):
-            raise ReliefError(f"{name} must be a float or integer tensor, got "
-                              f"{type(item).__name__}")
-        if item.is_complex() or item.dtype == torch.bool:
-            raise ReliefError(f"{name} must be a float or integer tensor, got {item.dtype}")
-        if item.is_floating_point():
-            validate.finite(name, validate.tensor(name, item))
-        if item.dim() < 1 or item.shape[0] < 1:
-            raise ReliefError(f"{name} must have a batch axis of size >= 1, got shape "
-                              f"{list(item.shape)}")
-    return tuple(item.detach() for item in items)
 
 
 def _check_arity(graph_module: fx.GraphModule, given: int) -> None:

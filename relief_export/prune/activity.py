@@ -22,6 +22,7 @@ from ..errors import ReliefError, first_line
 from ..fx_trace import quiet_interpreter, root_cause
 from .scores import (
     ConvGeometry,
+    as_maps,
     conv_bias_contributions,
     conv_slice_norms,
     linear_contributions,
@@ -56,11 +57,12 @@ class LayerStats:
             self.count += x.numel() // x.shape[-1]
         else:
             geometry = ConvGeometry.of(self.layer)
-            self.positions = output_positions(x.shape[2:], geometry)
+            maps = as_maps(x)
+            self.positions = output_positions(maps.shape[2:], geometry)
             self.count += x.shape[0]
-            part = x.detach().abs().sum(0, dtype=torch.float64) \
+            part = maps.detach().abs().sum(0, dtype=torch.float64) \
                 if self.conv_score == "reference" \
-                else conv_slice_norms(self.layer.weight, x, geometry)
+                else conv_slice_norms(as_maps(self.layer.weight), maps, geometry)
         self.total = part if self.total is None else self.total + part
 
     def contributions(self) -> torch.Tensor:
@@ -70,10 +72,9 @@ class LayerStats:
         layer = self.layer
         if isinstance(layer, nn.Linear):
             return linear_contributions(layer.weight, layer.bias, self.total / self.count)
-        assert isinstance(layer, nn.Conv2d)
         if self.conv_score == "reference":
             mean_map = (self.total / self.count).float().unsqueeze(0)
-            slices = conv_slice_norms(layer.weight, mean_map, ConvGeometry.of(layer))
+            slices = conv_slice_norms(as_maps(layer.weight), mean_map, ConvGeometry.of(layer))
         else:
             slices = self.total / self.count
         bias = conv_bias_contributions(layer.bias, layer.out_channels, self.positions)
@@ -82,9 +83,12 @@ class LayerStats:
 
 @dataclass
 class ValueStats:
-    """Per graph value: max |v| per channel, and sum_n |v_n| (channel and spatial kept)."""
+    """Per graph value: max |v| per channel, and sum_n |v_n| (all other axes kept). ``axis``
+    is the channel axis: 1 for convolutions, -1 for Linear features ([batch, tokens,
+    features] included: the tokens count as positions)."""
 
     name: str
+    axis: int = 1
     count: int = 0
     channel_max: torch.Tensor | None = None
     abs_sum: torch.Tensor | None = None
@@ -92,7 +96,8 @@ class ValueStats:
     def update(self, value: torch.Tensor) -> None:
         _check_finite(value, f"the output of {self.name!r}")
         magnitude = value.detach().abs()
-        per_channel = magnitude.transpose(0, 1).reshape(magnitude.shape[1], -1).amax(1)
+        channels = magnitude.movedim(self.axis, 0)
+        per_channel = channels.reshape(channels.shape[0], -1).amax(1)
         self.channel_max = per_channel if self.channel_max is None \
             else torch.maximum(self.channel_max, per_channel)
         part = magnitude.sum(0, dtype=torch.float64)
@@ -102,7 +107,8 @@ class ValueStats:
     def channel_norms(self) -> torch.Tensor:
         """|| mean_n |v_n,c| ||_F per channel c."""
         assert self.abs_sum is not None
-        mean = self.abs_sum / self.count
+        mean = (self.abs_sum / self.count).movedim(self.axis - 1 if self.axis > 0 else self.axis,
+                                                   0)
         return mean.reshape(mean.shape[0], -1).norm(dim=1)
 
 
@@ -162,10 +168,10 @@ class _Recorder(ShapeProp):
 
 
 def collect(model: nn.Module, layers: Mapping[str, Layer], inputs: Any, conv_score: str,
-            graph_module: fx.GraphModule | None = None, watch: Iterable[fx.Node] = ()
+            graph_module: fx.GraphModule | None = None, watch: Mapping[fx.Node, int] | None = None
             ) -> Activity:
     """One pass over ``inputs`` in eval mode; the model's train/eval state is restored."""
-    values = {node: ValueStats(str(node.target)) for node in watch}
+    values = {node: ValueStats(str(node.target), axis) for node, axis in (watch or {}).items()}
     was_training = model.training
     model.eval()
     samples = 0

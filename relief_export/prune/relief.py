@@ -26,11 +26,12 @@ from .train import FitConfig, FitControl, FitInterrupted, FitState, evaluate, fi
 
 def relief_scores(model: nn.Module, inputs: Any, *, conv_score: str = "paper"
                   ) -> dict[str, torch.Tensor]:
-    """Per Linear / Conv2d (by module name): contributions [out, contributors + 1], bias last."""
+    """Per Linear / Conv1d / Conv2d (by module name): contributions [out, contributors + 1],
+    bias last."""
     validate.module("model", model, "load a file with relief_export.load_model first")
     layers = find_layers(model)
     if not layers:
-        raise ReliefError(f"{type(model).__name__} has no Linear or Conv2d layer to score")
+        raise ReliefError(f"{type(model).__name__} has no Linear, Conv1d or Conv2d layer to score")
     activity = collect(model, layers, inputs, conv_score)
     return {name: stats.contributions().float() for name, stats in activity.layers.items()}
 
@@ -51,10 +52,8 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     check_alpha(alpha_conv, "alpha_conv")
     _check_parameters(model)
     structure = discover(model)
-    watch = [*structure.activation_of.values(),
-             *(side.node for _, *sides in structure.residual_adds for side in sides)]
     activity = collect(model, structure.layers, inputs, conv_score, structure.graph_module,
-                       watch)
+                       _watched(structure))
     reduce_activity(activity, world)
     gates = {side.gate for _, *sides in structure.residual_adds for side in sides if side.gate}
     plan = MaskPlan(model, structure.layers, structure.batchnorm_of, gates)
@@ -68,6 +67,18 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     masks = {name: mask.clone() for name, mask in plan.masks.items()}
     world.check_identical("NNrelief masks", tensor_digest(masks))
     return masks
+
+
+def _watched(structure: Structure) -> dict[fx.Node, int]:
+    """Nodes whose statistics the rules need, with their channel axis (-1 where a Linear
+    produces them: features come last, tokens count as positions)."""
+    def axis(layer: str | None) -> int:
+        return -1 if layer is not None and isinstance(structure.layers[layer], nn.Linear) else 1
+    watch = {node: axis(layer) for layer, node in structure.activation_of.items()}
+    for _add, *sides in structure.residual_adds:
+        side_axis = min(axis(side.layer) for side in sides)
+        watch.update({side.node: side_axis for side in sides})
+    return watch
 
 
 def _check_parameters(model: nn.Module) -> None:
@@ -93,7 +104,7 @@ def _apply_residual_rule(plan: MaskPlan, structure: Structure, activity: Activit
         sums = [activity.values[side.node].abs_sum for side in sides]
         if sums[0] is None or sums[1] is None or sums[0].shape != sums[1].shape:
             continue
-        alpha = alpha_conv if sums[0].dim() >= 3 else alpha_fc
+        alpha = alpha_fc if activity.values[sides[0].node].axis == -1 else alpha_conv
         scores = torch.stack([activity.values[side.node].channel_norms() for side in sides], 1)
         kept = keep_mask(scores, alpha)
         for column, side in enumerate(sides):
@@ -122,8 +133,8 @@ def prune_unread(plan: MaskPlan, graph_module: fx.GraphModule,
 
 
 def conv_positions(model: nn.Module, inputs: Any) -> dict[str, int]:
-    """H_out * W_out per Conv2d for one sample of ``inputs`` (for FLOP counts)."""
-    layers = {n: m for n, m in find_layers(model).items() if isinstance(m, nn.Conv2d)}
+    """Output positions per convolution for one sample of ``inputs`` (for FLOP counts)."""
+    layers = {n: m for n, m in find_layers(model).items() if not isinstance(m, nn.Linear)}
     activity = collect(model, layers, next(iterate_inputs(inputs))[:1], "reference")
     return {name: stats.positions for name, stats in activity.layers.items()}
 

@@ -3,7 +3,8 @@
 Linear, neuron j, input i:  c_ij = |w_ji| * mean_n |x_ni|;  bias c_bj = |b_j|.
 Conv, filter j, input channel i (paper):  c_ij = mean_n || |K_ij| (*) |x_ni| ||_F;
 bias c_bj = |b_j| * sqrt(H_out * W_out). The reference variant takes the mean over samples
-before the norm. Conv scores are computed per batch and summed; callers divide by N.
+before the norm. Conv scores are computed per batch and summed; callers divide by N. A Conv1d
+is read as a Conv2d on maps of height 1.
 """
 
 from __future__ import annotations
@@ -30,11 +31,20 @@ class ConvGeometry:
     groups: int
 
     @classmethod
-    def of(cls, conv: torch.nn.Conv2d) -> ConvGeometry:
+    def of(cls, conv: torch.nn.Conv1d | torch.nn.Conv2d) -> ConvGeometry:
+        """A Conv1d is read as a Conv2d over maps of height 1 (see ``as_maps``)."""
         if isinstance(conv.padding, str):
             raise ValueError(f"padding={conv.padding!r} is not supported; use explicit padding")
-        return cls(tuple(conv.kernel_size), tuple(conv.stride), tuple(conv.padding),  # type: ignore[arg-type]
-                   tuple(conv.dilation), conv.groups)  # type: ignore[arg-type]
+        flat = isinstance(conv, torch.nn.Conv1d)
+        def pair(values: tuple[int, ...], height: int) -> tuple[int, int]:
+            return (height, int(values[0])) if flat else (int(values[0]), int(values[1]))
+        return cls(pair(conv.kernel_size, 1), pair(conv.stride, 1),
+                   pair(conv.padding, 0), pair(conv.dilation, 1), conv.groups)
+
+
+def as_maps(tensor: torch.Tensor) -> torch.Tensor:
+    """A Conv1d's input [N, C, L] or weight [out, in, k] with a height axis of 1 added."""
+    return tensor.unsqueeze(2) if tensor.dim() == 3 else tensor
 
 
 def linear_input_sum(x: torch.Tensor) -> torch.Tensor:

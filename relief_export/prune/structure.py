@@ -1,6 +1,6 @@
 """How a model's layers connect, discovered by tracing (torch.fx), never by names or order.
 
-For NNrelief we need, per Linear / Conv2d: the BatchNorm that directly follows it, the node
+For NNrelief we need, per Linear / Conv1d / Conv2d: the BatchNorm that directly follows it, the node
 whose output is its post-activation signal (for the dead-unit rule), and, per residual add,
 what owns each side (a layer whose units can be pruned, or a per-channel gate buffer).
 """
@@ -24,8 +24,8 @@ from ..fx_ops import (
 )
 from ..fx_trace import trace
 
-LAYER_TYPES = (nn.Linear, nn.Conv2d)
-Layer = nn.Linear | nn.Conv2d
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+Layer = nn.Linear | nn.Conv1d | nn.Conv2d
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
@@ -69,17 +69,17 @@ def discover(model: nn.Module) -> Structure:
             left, right = (a for a in node.args[:2] if isinstance(a, fx.Node))
             structure.residual_adds.append((node, _side(left, modules), _side(right, modules)))
     if not structure.layers:
-        raise ReliefError(f"{type(model).__name__} has no Linear or Conv2d layer to prune")
+        raise ReliefError(f"{type(model).__name__} has no Linear, Conv1d or Conv2d layer to prune")
     return structure
 
 
 def find_layers(model: nn.Module) -> dict[str, Layer]:
-    """Every Linear / Conv2d by qualified module name."""
+    """Every Linear / Conv1d / Conv2d by qualified module name."""
     return {n: m for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
 
 
 def out_units(layer: Layer) -> int:
-    """Output neurons of a Linear, filters of a Conv2d."""
+    """Output neurons of a Linear, filters of a convolution."""
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
