@@ -37,6 +37,8 @@ class GraphStats:
     fixed_batch: int | None = None
     precision: str = "fp32"
     file_bytes: int = 0
+    inputs: int = 1
+    input_dims: tuple[str | int, ...] = ()  # the first input's axes as the file states them
 
 
 def graph_stats(path: Path) -> GraphStats:
@@ -64,7 +66,8 @@ def model_stats(original: onnx.ModelProto, where: str) -> GraphStats:
     """The counts of a loaded model (``where`` names it in errors); file_bytes is its
     serialised size."""
     folded = _folded(original, where)
-    name, dims, fixed_batch = _signature(where, folded)
+    inputs, fixed_batch = _signature(where, folded)
+    first = inputs[0].type.tensor_type
     try:
         model = shape_inference.infer_shapes(_with_batch_one(folded))
     except Exception as error:
@@ -74,9 +77,12 @@ def model_stats(original: onnx.ModelProto, where: str) -> GraphStats:
     macs = sum(_macs(node, shapes) for node in graph.node)
     weights = _parameters(graph)
     quantized = any(node.op_type == "QuantizeLinear" for node in graph.node)
-    return GraphStats(name, dims, onnx.TensorProto.FLOAT, sum(int(w.size) for w in weights),
+    dims = tuple(d.dim_value for d in first.shape.dim)
+    return GraphStats(inputs[0].name, dims[1:], first.elem_type,
+                      sum(int(w.size) for w in weights),
                       sum(int(np.count_nonzero(w)) for w in weights), macs, fixed_batch,
-                      "int8" if quantized else "fp32", original.ByteSize())
+                      "int8" if quantized else "fp32", original.ByteSize(), len(inputs),
+                      tuple(d.dim_param or d.dim_value for d in first.shape.dim))
 
 
 def _parameters(graph: onnx.GraphProto) -> list[np.ndarray]:
@@ -90,24 +96,32 @@ def _parameters(graph: onnx.GraphProto) -> list[np.ndarray]:
             if np.issubdtype(array.dtype, np.floating) or name in quantized]
 
 
-def _signature(path: str, model: onnx.ModelProto) -> tuple[str, tuple[int, ...], int | None]:
-    """The one float input's name, its sample shape, and its batch size if fixed."""
+def _signature(path: str, model: onnx.ModelProto
+               ) -> tuple[list[onnx.ValueInfoProto], int | None]:
+    """The inputs (initializers excluded) and the batch size if the first one fixes it."""
     weights = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in weights]
-    if len(inputs) != 1 or not model.graph.output:
-        raise ReliefError(f"{path}: bench needs models with one input and at least one output "
-                          f"(found {len(inputs)} inputs, {len(model.graph.output)} outputs)")
-    tensor_type = inputs[0].type.tensor_type
-    dims = list(tensor_type.shape.dim)
-    if tensor_type.elem_type != onnx.TensorProto.FLOAT or not dims:
-        raise ReliefError(f"{path}: input {inputs[0].name!r} must be a float32 tensor with a "
-                          "batch axis")
-    sample = tuple(d.dim_value for d in dims[1:])
-    if any(size < 1 for size in sample):
-        raise ReliefError(f"{path}: input {inputs[0].name!r} has no fixed size on some sample "
-                          f"axis ({[d.dim_param or d.dim_value for d in dims]}); bench needs "
-                          "them")
-    return inputs[0].name, sample, dims[0].dim_value or None
+    if not inputs or not model.graph.output:
+        raise ReliefError(f"{path}: the model needs at least one input and one output (found "
+                          f"{len(inputs)} inputs, {len(model.graph.output)} outputs)")
+    if any(not i.type.tensor_type.shape.dim for i in inputs):
+        raise ReliefError(f"{path}: every input needs a batch axis")
+    dims = inputs[0].type.tensor_type.shape.dim
+    return inputs, dims[0].dim_value or None
+
+
+def timing_problem(path: Path | str, stats: GraphStats) -> str | None:
+    """Why bench cannot feed the model random batches, or None: it needs one float32 input
+    whose axes after the batch have fixed sizes."""
+    if stats.inputs != 1:
+        return (f"{path}: bench needs models with one input and at least one output (found "
+                f"{stats.inputs} inputs)")
+    if stats.input_type != onnx.TensorProto.FLOAT:
+        return f"{path}: input {stats.input_name!r} must be a float32 tensor with a batch axis"
+    if any(size < 1 for size in stats.input_shape):
+        return (f"{path}: input {stats.input_name!r} has no fixed size on some sample axis "
+                f"({list(stats.input_dims)}); bench needs them")
+    return None
 
 
 def _folded(original: onnx.ModelProto, path: str) -> onnx.ModelProto:

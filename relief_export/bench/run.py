@@ -15,7 +15,7 @@ import numpy as np
 from .. import validate
 from ..errors import ReliefError, first_line
 from ..progress import progress as show_progress
-from .graph_stats import GraphStats, graph_stats
+from .graph_stats import GraphStats, graph_stats, timing_problem
 from .latency import create_session, percentile, time_interleaved
 from .machine import machine_info
 from .memory import peak_memory
@@ -83,6 +83,9 @@ def _check_signatures(files: list[Path], stats: list[GraphStats],
                       batch_sizes: tuple[int, ...]) -> None:
     first = stats[0]
     for path, info in zip(files, stats, strict=True):
+        problem = timing_problem(path, info)
+        if problem is not None:
+            raise ReliefError(problem)
         if info.fixed_batch is not None and set(batch_sizes) != {info.fixed_batch}:
             raise ReliefError(f"{path}: the model has a fixed batch size of {info.fixed_batch}; "
                               f"pass --batch {info.fixed_batch} (or export it with a dynamic "

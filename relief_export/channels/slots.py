@@ -391,16 +391,18 @@ class _Builder:
         variance, so those channels stay; over other axes a constant channel becomes a
         position-dependent map (live)."""
         source_node = lc.arg(node, 0, "input")
-        source, shape = self.of(source_node), _shape(source_node)
-        if source is None or shape is None:
+        shape = _shape(source_node)
+        if shape is None:
+            return None
+        source = self.on_axis(source_node, len(shape) - 1) or self.of(source_node)
+        if source is None:
             return None
         if node.op == "call_module":
             normalized = len(self.modules[str(node.target)].normalized_shape)  # type: ignore[arg-type]
         else:
             normalized = len(lc.arg(node, 1, "normalized_shape"))
         if source.axis >= len(shape) - normalized:
-            self.s.keep_whole(source, f"normalised together by {node.name} (LayerNorm mixes "
-                                      "its channels' statistics)")
+            self._keep_normalised(node, source, "LayerNorm")
         return source.with_state(torch.ones_like(source.live), source.value)
 
     def group_norm(self, node: fx.Node) -> Slots | None:
@@ -408,9 +410,14 @@ class _Builder:
         source = self.on_axis(lc.arg(node, 0, "input"), 1)
         if source is None:
             return None
-        self.s.keep_whole(source, f"normalised together by {node.name} (GroupNorm mixes "
-                                  "its channels' statistics)")
+        self._keep_normalised(node, source, "GroupNorm")
         return source.with_state(torch.ones_like(source.live), source.value)
+
+    def _keep_normalised(self, node: fx.Node, source: Slots, kind: str) -> None:
+        reason = (f"normalised together by {node.name} ({kind} mixes its channels' "
+                  "statistics: removing one would change them)")
+        self.s.keep_whole(source, reason)
+        self.s.notes.append(f"kept whole: {source.width} channels {reason}")
 
     def pool(self, node: fx.Node) -> Slots | None:
         source = self.on_axis(node.args[0], 1)
@@ -447,8 +454,12 @@ class _Builder:
             data, data_node, other = (a, left, right) if a is not None else (b, right, left)
             return None if data is None else self._affine(node, data, data_node, other, kind)
         left_shape, right_shape = _shape(left), _shape(right)
-        if left_shape is None or right_shape is None or a.width != b.width or \
-                len(left_shape) - a.axis != len(right_shape) - b.axis:
+        if left_shape is None or right_shape is None:
+            return None
+        if len(left_shape) - a.axis != len(right_shape) - b.axis:  # one may be kept whole
+            a = self.on_axis(left, len(left_shape) - len(right_shape) + b.axis) or a
+            b = self.on_axis(right, len(right_shape) - len(left_shape) + a.axis) or b
+        if a.width != b.width or len(left_shape) - a.axis != len(right_shape) - b.axis:
             return None
         if kind == "add" and left_shape == right_shape:
             partial = self._partial_add(node, left, right, a, b)
@@ -770,7 +781,7 @@ def _layer_state(layer: lc.LayerCall, weight: torch.Tensor, source: Slots
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which units are live, and the constant value of the others."""
     reads = weight.ne(0)
-    if layer.kind == "conv":
+    if layer.kind != "linear":
         reads = reads.flatten(2).any(2)
         weight = weight.flatten(2).sum(2)  # taps summed: the response to a uniform map
     live_in, value_in = _group_view(source.live, layer), _group_view(source.value, layer)

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 
 from ..bench import benchmark
-from ..bench.graph_stats import graph_stats
+from ..bench.graph_stats import graph_stats, timing_problem
 from ..errors import ReliefError, first_line
 from ..files import check_output, write_file, write_files
 from ..int8 import int8_samples
@@ -45,6 +45,9 @@ def _int8_baseline(source: Path, out: Path, data: str | None, inputs: list[str])
         raise ReliefError("--int8-baseline needs --data SPEC: its training split calibrates "
                           "the quantization")
     stats = graph_stats(source)
+    problem = timing_problem(source, stats)
+    if problem is not None:
+        raise ReliefError(problem)
     model = onnx.load(source)
     if any(node.name.startswith(PREFIX) for node in model.graph.node):
         raise ReliefError(f"{source}: its weights are encoded (relief_export decoders), which "
