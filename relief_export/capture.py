@@ -21,8 +21,8 @@ from .fx_trace import trace
 from .lift_aten import lift_layers
 from .quiet import quiet_libraries
 
-_SIZED_VIEWS = {torch.ops.aten.view.default, torch.ops.aten.reshape.default,
-                torch.ops.aten._unsafe_view.default}
+_BATCH_SIZED = {torch.ops.aten.view.default, torch.ops.aten.reshape.default,
+                torch.ops.aten._unsafe_view.default, torch.ops.aten.expand.default}
 EXPORT_HINT = ("export it with torch.export yourself (torch.export.export(model, "
                "example_inputs)), save it with torch.export.save and pass the .pt2")
 
@@ -83,22 +83,31 @@ def _drop_shape_guards(module: fx.GraphModule) -> None:
 
 
 def _free_batch_sizes(module: fx.GraphModule) -> None:
-    """A program captured with a fixed batch writes it into views (``x.view(x.size(0), -1)``
-    becomes ``view(x, [2, -1])``): where a view keeps the inputs' batch size first, -1 there
-    lets every batch size run (only when no other size is -1)."""
-    batches = {int(node.meta["val"].shape[0]) for node in module.graph.nodes
-               if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor)
-               and node.meta["val"].dim() > 0 and isinstance(node.meta["val"].shape[0], int)}
-    if len(batches) != 1:
+    """A program captured with a fixed batch writes it into sizes (``x.view(x.size(0), -1)``
+    becomes ``view(x, [2, -1])``, ``cls.expand(x.size(0), -1, -1)`` becomes
+    ``expand(cls, [2, -1, -1])``): where such a size list starts with the inputs' batch size
+    and the result's first axis is the batch, the size is read from the first input at run
+    time instead (models that build tensors of the batch size otherwise keep it fixed, and
+    are refused where they are used with another)."""
+    placeholders = [node for node in module.graph.nodes if node.op == "placeholder"
+                    and isinstance(node.meta.get("val"), torch.Tensor)
+                    and node.meta["val"].dim() > 0]
+    batches = {placeholder.meta["val"].shape[0] for placeholder in placeholders}
+    if len(batches) != 1 or not isinstance(next(iter(batches)), int):
         return
     batch = batches.pop()
-    for node in module.graph.nodes:
-        if node.target not in _SIZED_VIEWS or len(node.args) < 2:
+    size_node = None
+    for node in list(module.graph.nodes):
+        if node.target not in _BATCH_SIZED or len(node.args) < 2:
             continue
-        source = node.args[0].meta.get("val") if isinstance(node.args[0], fx.Node) else None
+        result = node.meta.get("val")
         sizes = list(node.args[1])
-        if source is None or not sizes or sizes[0] != batch or -1 in sizes[1:] or \
-                source.dim() == 0 or source.shape[0] != batch:
+        if not sizes or sizes[0] != batch or not isinstance(result, torch.Tensor) or \
+                result.dim() == 0 or result.shape[0] != batch:
             continue
-        node.update_arg(1, [-1, *sizes[1:]])
+        if size_node is None:
+            with module.graph.inserting_after(placeholders[-1]):
+                size_node = module.graph.call_function(torch.ops.aten.sym_size.int,
+                                                       (placeholders[0], 0))
+        node.update_arg(1, [size_node, *sizes[1:]])
     module.recompile()

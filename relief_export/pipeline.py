@@ -328,7 +328,23 @@ def _examples(loaded: LoadedModel, given: torch.Tensor | Sequence[torch.Tensor] 
         shapes = ", ".join(str(list(x.shape)) for x in examples)
         raise ReliefError(f"input shape {shapes} does not fit {loaded.source}: "
                           f"{first}") from None
+    _check_batch_free(loaded, examples)
     return examples
+
+
+def _check_batch_free(loaded: LoadedModel, examples: tuple[torch.Tensor, ...]) -> None:
+    """The export has a dynamic batch axis and is verified at other batch sizes: a model
+    whose graph fixes its batch size cannot be exported."""
+    other = examples[0].shape[0] + 1
+    try:
+        with torch.no_grad():
+            loaded.model(*(x[:1].expand(other, *x.shape[1:]) for x in examples))
+    except Exception as error:
+        raise ReliefError(f"{loaded.source}: the model runs at batch size "
+                          f"{examples[0].shape[0]} but not {other} ({first_line(error)}); "
+                          "its graph fixes the batch size: export it with a dynamic batch "
+                          "axis (torch.export.export(..., dynamic_shapes=...) with "
+                          "torch.export.Dim.AUTO on axis 0)") from None
 
 
 def _check_int8_inputs(examples: tuple[torch.Tensor, ...], source: Path) -> None:

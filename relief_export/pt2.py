@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.utils._pytree as pytree
 from torch.export.pt2_archive import constants as layout
 
 from .errors import ReliefError, first_line
@@ -70,16 +73,71 @@ def load_export_archive(path: Path, *, trust: bool) -> torch.export.ExportedProg
     if not trust:
         check_untrusted(path, names)
     try:
-        with quiet_libraries():
+        with tempfile.TemporaryDirectory() as folder, quiet_libraries():
+            readable = _with_plain_containers(path, names, Path(folder))
             if trust:
-                return torch.export.load(str(path))
+                return torch.export.load(str(readable))
             with no_unpickling():
-                return torch.export.load(str(path))
+                return torch.export.load(str(readable))
     except ReliefError:
         raise
     except Exception as error:
         raise ReliefError(f"{path}: corrupt or unreadable torch.export archive "
                           f"({first_line(error)})") from None
+
+
+def _with_plain_containers(path: Path, names: list[str], folder: Path) -> Path:
+    """``path``, or a copy in ``folder`` whose input / output specs name only containers torch
+    knows. A model returning a library's own output class (a Hugging Face ``ModelOutput``)
+    records that class, and torch can read the archive only once the library is imported; the
+    copy records it as the dict of the same keys it is (the file itself is never changed)."""
+    graphs = [n for n in names if n[len(_root(path, names)):].startswith(layout.MODELS_DIR)
+              and n.endswith(".json")]
+    rewritten = {}
+    for name in graphs:
+        text = read_member(path, name).decode()
+        graph = json.loads(text)
+        if _plain_specs(graph):
+            rewritten[name] = json.dumps(graph).encode()
+    if not rewritten:
+        return path
+    copy = folder / path.name
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(copy, "w") as target:
+        for info in source.infolist():
+            target.writestr(info, rewritten.get(info.filename, source.read(info.filename)))
+    return copy
+
+
+def _plain_specs(tree: Any) -> bool:
+    """Rewrite, in place, every serialised treespec node of an unknown type whose context is a
+    list of keys into a dict; True if any was."""
+    changed = False
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in ("in_spec", "out_spec") and isinstance(value, str):
+                spec = json.loads(value)
+                if _plain_node(spec[1]):
+                    tree[key] = json.dumps(spec)
+                    changed = True
+            else:
+                changed |= _plain_specs(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            changed |= _plain_specs(value)
+    return changed
+
+
+def _plain_node(node: dict[str, Any]) -> bool:
+    changed = False
+    kind = node.get("type")
+    if kind is not None and kind not in pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE:
+        keys = json.loads(node["context"]) if isinstance(node.get("context"), str) else None
+        if isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+            node["type"] = "builtins.dict"
+            changed = True
+    for child in node.get("children_spec", []):
+        changed |= _plain_node(child)
+    return changed
 
 
 def check_untrusted(path: Path, names: list[str]) -> None:

@@ -53,7 +53,7 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     _check_parameters(model)
     structure = discover(model)
     activity = collect(model, structure.layers, inputs, conv_score, structure.graph_module,
-                       _watched(structure))
+                       structure.watched())
     reduce_activity(activity, world)
     gates = {side.gate for _, *sides in structure.residual_adds for side in sides if side.gate}
     plan = MaskPlan(model, structure.layers, structure.batchnorm_of, gates)
@@ -67,18 +67,6 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     masks = {name: mask.clone() for name, mask in plan.masks.items()}
     world.check_identical("NNrelief masks", tensor_digest(masks))
     return masks
-
-
-def _watched(structure: Structure) -> dict[fx.Node, int]:
-    """Nodes whose statistics the rules need, with their channel axis (-1 where a Linear
-    produces them: features come last, tokens count as positions)."""
-    def axis(layer: str | None) -> int:
-        return -1 if layer is not None and isinstance(structure.layers[layer], nn.Linear) else 1
-    watch = {node: axis(layer) for layer, node in structure.activation_of.items()}
-    for _add, *sides in structure.residual_adds:
-        side_axis = min(axis(side.layer) for side in sides)
-        watch.update({side.node: side_axis for side in sides})
-    return watch
 
 
 def _check_parameters(model: nn.Module) -> None:

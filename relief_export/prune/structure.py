@@ -49,6 +49,18 @@ class Structure:
     activation_of: dict[str, fx.Node] = field(default_factory=dict)
     residual_adds: list[tuple[fx.Node, Side, Side]] = field(default_factory=list)
 
+    def watched(self) -> dict[fx.Node, int]:
+        """Nodes whose statistics NNrelief's rules need (post-activation outputs, both sides of
+        residual adds), with their channel axis: -1 where a Linear produces them (features
+        come last; tokens count as positions), else 1."""
+        def axis(layer: str | None) -> int:
+            return -1 if layer is not None and isinstance(self.layers[layer], nn.Linear) else 1
+        watch = {node: axis(layer) for layer, node in self.activation_of.items()}
+        for _add, *sides in self.residual_adds:
+            side_axis = min(axis(side.layer) for side in sides)
+            watch.update({side.node: side_axis for side in sides})
+        return watch
+
 
 def discover(model: nn.Module) -> Structure:
     """Trace ``model`` and find its layers, their BatchNorms, activations and residual adds."""

@@ -32,9 +32,8 @@ def model() -> torch.nn.Module:
 
 def statistics(net, inputs, world):
     structure = discover(net)
-    watch = [*structure.activation_of.values(),
-             *(side.node for _, *sides in structure.residual_adds for side in sides)]
-    activity = collect(net, structure.layers, inputs, "paper", structure.graph_module, watch)
+    activity = collect(net, structure.layers, inputs, "paper", structure.graph_module,
+                       structure.watched())
     reduce_activity(activity, world)
     return {**{f"layer/{n}": s.total / s.count for n, s in activity.layers.items()},
             **{f"value/{node.name}": v.abs_sum / v.count for node, v in activity.values.items()},
