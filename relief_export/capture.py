@@ -23,6 +23,7 @@ from .quiet import quiet_libraries
 
 _BATCH_SIZED = {torch.ops.aten.view.default, torch.ops.aten.reshape.default,
                 torch.ops.aten._unsafe_view.default, torch.ops.aten.expand.default}
+CAPTURED_BY = "relief_export.captured_by"  # graph_module.meta key: "torch.fx" / "torch.export"
 EXPORT_HINT = ("export it with torch.export yourself (torch.export.export(model, "
                "example_inputs)), save it with torch.export.save and pass the .pt2")
 
@@ -31,7 +32,11 @@ def capture(model: nn.Module, examples: Sequence[torch.Tensor], purpose: str
             ) -> fx.GraphModule:
     """A graph of ``model`` (sharing its weights when fx traces it; ATen otherwise)."""
     try:
-        return trace(model, purpose)
+        graph_module = trace(model, purpose)
+        # a graph rebuilt from an exported program keeps saying so
+        earlier = model.meta.get(CAPTURED_BY) if isinstance(model, fx.GraphModule) else None
+        graph_module.meta[CAPTURED_BY] = earlier or "torch.fx"
+        return graph_module
     except ReliefError as fx_error:
         fx_reason = str(fx_error)
     try:
@@ -68,6 +73,7 @@ def program_module(program: torch.export.ExportedProgram, source: str) -> fx.Gra
     _drop_shape_guards(module)
     _free_batch_sizes(module)
     lift_layers(module)
+    module.meta[CAPTURED_BY] = "torch.export"
     module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
     module.eval = types.MethodType(lambda self: self, module)  # type: ignore[method-assign]
     return module
@@ -92,10 +98,10 @@ def _free_batch_sizes(module: fx.GraphModule) -> None:
     placeholders = [node for node in module.graph.nodes if node.op == "placeholder"
                     and isinstance(node.meta.get("val"), torch.Tensor)
                     and node.meta["val"].dim() > 0]
-    batches = {placeholder.meta["val"].shape[0] for placeholder in placeholders}
-    if len(batches) != 1 or not isinstance(next(iter(batches)), int):
-        return
-    batch = batches.pop()
+    sizes = [placeholder.meta["val"].shape[0] for placeholder in placeholders]
+    if not sizes or not all(type(size) is int for size in sizes) or len(set(sizes)) != 1:
+        return  # a dynamic batch axis (SymInt) needs nothing
+    batch = sizes[0]
     size_node = None
     for node in list(module.graph.nodes):
         if node.target not in _BATCH_SIZED or len(node.args) < 2:

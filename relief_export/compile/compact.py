@@ -9,7 +9,7 @@ import torch.utils._pytree as pytree
 from torch import fx, nn
 
 from .. import validate
-from ..capture import capture
+from ..capture import CAPTURED_BY, capture
 from ..channels.slots import PARTIAL_ADD_COST, build
 from ..errors import ReliefError
 from . import graph as g
@@ -57,7 +57,8 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     slots = build(graph_module, partial_add_cost)
     decision = decide(slots, align)
     changes, dropped = rewrite(slots, decision)
-    report = CompactionReport(changes, dropped)
+    report = CompactionReport(changes, dropped,
+                              captured=graph_module.meta.get(CAPTURED_BY, "torch.fx"))
     report.notes += [f"{UNCOMPACTED} unsupported {op}" for op in
                      dict.fromkeys(slots.unsupported)]
     report.notes += slots.notes

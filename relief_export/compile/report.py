@@ -38,6 +38,7 @@ class CompactionReport:
     batchnorm_folded: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     max_relative_error: float = 0.0
+    captured: str = "torch.fx"  # or "torch.export" (see relief_export.capture)
 
     @property
     def params_before(self) -> int:
@@ -87,8 +88,9 @@ class CompactionReport:
                      self.params_before, self.params_after, self.macs_before, self.macs_after])
         text = format_table(["layer", "before", "after", "unread", "constant", "params before",
                              "params after", "MACs before", "MACs after"], rows)
-        extra = [f"input features cropped away: {self.input_features_dropped}"] \
-            if self.input_features_dropped else []
+        extra = [f"captured with {self.captured}"]
+        if self.input_features_dropped:
+            extra.append(f"input features cropped away: {self.input_features_dropped}")
         if self.batchnorm_folded:
             extra.append(f"BatchNorm folded into the layer before it: "
                          f"{len(self.batchnorm_folded)}")
