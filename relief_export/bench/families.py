@@ -223,9 +223,10 @@ def _ln(model: nn.Module, generator: torch.Generator) -> None:
                 bias.uniform_(-0.5, 0.5, generator=generator)
         for module in model.modules():
             if isinstance(module, NORMS):
-                if getattr(module, "running_mean", None) is not None:
-                    module.running_mean.normal_(0, 0.5, generator=generator)
-                    module.running_var.uniform_(0.5, 1.5, generator=generator)
+                mean, var = (getattr(module, n, None) for n in ("running_mean", "running_var"))
+                if isinstance(mean, torch.Tensor) and isinstance(var, torch.Tensor):
+                    mean.normal_(0, 0.5, generator=generator)
+                    var.uniform_(0.5, 1.5, generator=generator)
                 if getattr(module, "weight", None) is not None:
                     module.weight.normal_(1, 0.3, generator=generator)
                     module.bias.normal_(0, 0.5, generator=generator)
@@ -272,9 +273,9 @@ def measure(name: str, mask: str, seed: int = 0) -> dict[str, Any]:
             torch.export.save(torch.export.export(model, inputs), source)
             from ..checkpoint import read_model
 
-            compacted, report = compact_with_report(read_model(source).model, inputs)
+            report = compact_with_report(read_model(source).model, inputs)[1]
         else:
-            compacted, report = compact_with_report(model, inputs)
+            report = compact_with_report(model, inputs)[1]
         exported = export_onnx(source, Path(folder) / "model.onnx", example_inputs=inputs,
                                align=1)
     dead = sum(layer.removed_zero + layer.removed_constant_folded + layer.kept_constant
