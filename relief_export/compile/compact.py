@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -10,10 +11,11 @@ from torch import fx, nn
 
 from .. import validate
 from ..capture import CAPTURED_BY, capture
-from ..channels.slots import PARTIAL_ADD_COST, build
+from ..channels.slots import PARTIAL_ADD_COST, SlotGraph, build
 from ..errors import ReliefError
+from ..passes import Pass, PassResult, run
 from . import graph as g
-from .decide import decide
+from .decide import Decision, decide
 from .fold import fold_batchnorms
 from .report import UNCOMPACTED, CompactionReport
 from .rewrite import rewrite
@@ -50,23 +52,75 @@ def compact_with_report(model: nn.Module, example_inputs: Any, *,
     validate.number("partial_add_cost", partial_add_cost, 0.0, float("1e30"))
     validate.integer("check_samples", check_samples, 1, 4096)
     _check_finite(model)
-    reference = g.unmasked_copy(model)
-    graph_module = capture(reference, examples, "compaction")
-    _check_arity(graph_module, len(examples))
-    g.propagate_shapes(graph_module, *examples)
-    slots = build(graph_module, partial_add_cost)
-    decision = decide(slots, align)
-    changes, dropped = rewrite(slots, decision)
-    report = CompactionReport(changes, dropped,
-                              captured=graph_module.meta.get(CAPTURED_BY, "torch.fx"))
-    report.notes += [f"{UNCOMPACTED} unsupported {op}" for op in
-                     dict.fromkeys(slots.unsupported)]
-    report.notes += slots.notes
-    if fold_batchnorm:
-        report.batchnorm_folded = fold_batchnorms(graph_module)
-    g.set_mode(graph_module, training=False)
-    report.max_relative_error = verify(model, graph_module, examples, check_samples)
-    return graph_module, report
+    state = Compaction(model, examples, align, partial_add_cost, fold_batchnorm, check_samples)
+    state = run(PASSES, state).state
+    assert state.graph_module is not None
+    return state.graph_module, state.report
+
+
+@dataclass
+class Compaction:
+    """What the compaction passes share: the masked model (the oracle), its example inputs,
+    the options, and what the passes build: graph, slots, decision, report."""
+
+    model: nn.Module
+    examples: tuple[torch.Tensor, ...]
+    align: int
+    partial_add_cost: float
+    fold_batchnorm: bool
+    check_samples: int
+    graph_module: fx.GraphModule | None = None
+    slots: SlotGraph | None = None
+    decision: Decision | None = None
+    report: CompactionReport = field(default_factory=CompactionReport)
+
+
+def _build(state: Compaction) -> PassResult[Compaction]:
+    """Capture an unmasked copy, propagate shapes, run the channel interpreter."""
+    graph_module = capture(g.unmasked_copy(state.model), state.examples, "compaction")
+    _check_arity(graph_module, len(state.examples))
+    g.propagate_shapes(graph_module, *state.examples)
+    state.graph_module = graph_module
+    state.slots = build(graph_module, state.partial_add_cost)
+    state.report.captured = graph_module.meta.get(CAPTURED_BY, "torch.fx")
+    reasons = tuple(f"{UNCOMPACTED} unsupported {op}"
+                    for op in dict.fromkeys(state.slots.unsupported))
+    state.report.notes += [*reasons, *state.slots.notes]
+    return PassResult(state, True, reasons)
+
+
+def _decide(state: Compaction) -> PassResult[Compaction]:
+    assert state.slots is not None
+    state.decision = decide(state.slots, state.align)
+    return PassResult(state, False)
+
+
+def _rewrite(state: Compaction) -> PassResult[Compaction]:
+    assert state.slots is not None and state.decision is not None
+    changes, dropped = rewrite(state.slots, state.decision)
+    state.report.layers, state.report.input_features_dropped = changes, dropped
+    return PassResult(state, state.report.changed)
+
+
+def _fold(state: Compaction) -> PassResult[Compaction]:
+    assert state.graph_module is not None
+    if not state.fold_batchnorm:
+        return PassResult(state, False)
+    state.report.batchnorm_folded = fold_batchnorms(state.graph_module)
+    return PassResult(state, bool(state.report.batchnorm_folded))
+
+
+def _verify(state: Compaction) -> PassResult[Compaction]:
+    assert state.graph_module is not None
+    g.set_mode(state.graph_module, training=False)
+    state.report.max_relative_error = verify(state.model, state.graph_module, state.examples,
+                                             state.check_samples)
+    return PassResult(state, False)
+
+
+# build -> decide (the decide / align fixed point) -> rewrite -> fold BatchNorm -> verify
+PASSES = [Pass("build", _build), Pass("decide", _decide), Pass("rewrite", _rewrite),
+          Pass("fold BatchNorm", _fold), Pass("verify", _verify)]
 
 
 def verify(original: nn.Module, compacted: nn.Module, examples: Any, samples: int = 8,

@@ -1,13 +1,15 @@
-"""Which slot groups compaction keeps, and why (a fixed point over the layers' kept units)."""
+"""Which slot groups compaction keeps, and why: the decide and align passes, repeated to a
+fixed point over the layers' kept units."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import fx
 
 from ..channels.slots import SlotGraph
+from ..passes import Pass, PassResult, fixed_point
 from .report import ALIGN_REASON
 
 
@@ -24,37 +26,62 @@ class Decision:
                 if slots.union.find(slot) in self.reasons]
 
 
-def decide(slots: SlotGraph, align: int = 1) -> Decision:
-    """Repeat: keep what pins or kept units read; units of unkept groups go; until stable.
+@dataclass
+class Deciding:
+    """The state the decision passes work on: kept units per layer, pins added on the way."""
 
-    With ``align`` > 1, every layer keeps a multiple of ``align`` units (or all of them), by
-    keeping removable units as well: CPU kernels work on channel blocks (8 or 16 wide), and
-    a layer just short of a block boundary pays for the whole block anyway.
-    """
+    slots: SlotGraph
+    align: int
+    rows: dict[fx.Node, torch.Tensor]
+    extra_pins: dict[int, str] = field(default_factory=dict)
+    reasons: dict[int, str] = field(default_factory=dict)
+    representative: dict[fx.Node, int] = field(default_factory=dict)
+
+
+def _decide_round(state: Deciding) -> PassResult[Deciding]:
+    """Keep what pins or kept units read; units of unkept groups go. A layer left without
+    input keeps one input channel; one left without units keeps one, unless it can go whole."""
+    slots = state.slots
+    state.reasons, state.representative = _reasons(slots, state.rows, state.extra_pins)
+    new_rows = {node: torch.tensor([slots.union.find(s) in state.reasons
+                                    for s in slots.values[node].ids], dtype=torch.bool)
+                for node in slots.layers}
+    starved = _starved_layers(slots, new_rows, state.reasons)
+    for node in starved:
+        first = slots.values[node.args[0]].ids[0]  # type: ignore[index]
+        state.extra_pins[first] = (f"kept one input channel of {slots.layers[node].name} so "
+                                   "it keeps an input (its units are constant)")
+    emptied = _emptied_layers(slots, new_rows)
+    for node in emptied:
+        state.extra_pins[slots.values[node].ids[0]] = (
+            f"kept one unit of {slots.layers[node].name}: it cannot be removed whole "
+            "(its output is read elsewhere than by a channel concatenation)")
+    stable = all(torch.equal(state.rows[n], new_rows[n]) for n in state.rows)
+    state.rows = new_rows
+    return PassResult(state, bool(starved or emptied or not stable))
+
+
+def _align_round(state: Deciding) -> PassResult[Deciding]:
+    """With ``align`` > 1, every layer keeps a multiple of ``align`` units (or all of them),
+    by keeping removable units as well: CPU kernels work on channel blocks (8 or 16 wide),
+    and a layer just short of a block boundary pays for the whole block anyway."""
+    if state.align == 1:
+        return PassResult(state, False)
+    aligned = _aligned(state.slots, state.rows, state.reasons, state.align)
+    state.extra_pins.update(aligned)
+    return PassResult(state, bool(aligned))
+
+
+DECIDE = Pass("decide", _decide_round)
+ALIGN = Pass("align", _align_round)
+
+
+def decide(slots: SlotGraph, align: int = 1) -> Decision:
+    """The decide and align passes repeated to a fixed point."""
     rows = {node: torch.ones(layer.out_units, dtype=torch.bool)
             for node, layer in slots.layers.items()}
-    extra_pins: dict[int, str] = {}
-    while True:
-        reasons, representative = _reasons(slots, rows, extra_pins)
-        new_rows = {node: torch.tensor([slots.union.find(s) in reasons
-                                        for s in slots.values[node].ids], dtype=torch.bool)
-                    for node in slots.layers}
-        starved = _starved_layers(slots, new_rows, reasons)
-        for node in starved:
-            first = slots.values[node.args[0]].ids[0]  # type: ignore[index]
-            extra_pins[first] = (f"kept one input channel of {slots.layers[node].name} so it "
-                                 "keeps an input (its units are constant)")
-        emptied = _emptied_layers(slots, new_rows)
-        for node in emptied:
-            extra_pins[slots.values[node].ids[0]] = (
-                f"kept one unit of {slots.layers[node].name}: it cannot be removed whole "
-                "(its output is read elsewhere than by a channel concatenation)")
-        aligned = _aligned(slots, new_rows, reasons, align) if align > 1 else {}
-        extra_pins.update(aligned)
-        stable = all(torch.equal(rows[n], new_rows[n]) for n in rows)
-        if not starved and not aligned and not emptied and stable:
-            return Decision(reasons, rows, representative)
-        rows = new_rows
+    state = fixed_point([DECIDE, ALIGN], Deciding(slots, align, rows)).state
+    return Decision(state.reasons, state.rows, state.representative)
 
 
 def _reasons(slots: SlotGraph, rows: dict[fx.Node, torch.Tensor], extra_pins: dict[int, str]

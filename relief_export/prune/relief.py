@@ -15,6 +15,7 @@ from .. import validate
 from ..channels import read_units
 from ..data.tensors import batches
 from ..errors import ReliefError
+from ..passes import Pass, PassResult, fixed_point
 from ..progress import progress as show_progress
 from .activity import Activity, collect, iterate_inputs
 from .distributed import LOCAL, World, reduce_activity, tensor_digest
@@ -105,19 +106,20 @@ def _apply_residual_rule(plan: MaskPlan, structure: Structure, activity: Activit
 
 def prune_unread(plan: MaskPlan, graph_module: fx.GraphModule,
                  layers: Mapping[str, Layer]) -> int:
-    """Backward pruning to a fixed point: units nobody reads lose their inputs, bias and BN."""
-    rounds = 0
-    while True:
+    """Backward pruning to a fixed point: units nobody reads lose their inputs, bias and BN.
+    Returns the rounds that changed masks."""
+    def prune_round(state: MaskPlan) -> PassResult[MaskPlan]:
         read = read_units(graph_module)
         changed = False
         for name, layer in layers.items():
             for unit in range(out_units(layer)):
                 if (name, unit) not in read:
-                    changed |= plan.prune_unit(name, unit)
-        if not changed:
-            return rounds
-        plan.apply()
-        rounds += 1
+                    changed |= state.prune_unit(name, unit)
+        if changed:
+            state.apply()
+        return PassResult(state, changed)
+
+    return fixed_point([Pass("prune unread units", prune_round)], plan).rounds - 1
 
 
 def conv_positions(model: nn.Module, inputs: Any) -> dict[str, int]:

@@ -200,7 +200,7 @@ def test_nan_weights_and_models_without_layers():
         model[2].weight[0, 0] = float("nan")
     with pytest.raises(ReliefError, match="'2.weight'"):
         relief_step(model, torch.rand(8, 4))
-    with pytest.raises(ReliefError, match="no Linear or Conv2d"):
+    with pytest.raises(ReliefError, match="no Linear, Conv1d or Conv2d"):
         relief_step(nn.Sequential(nn.ReLU()), torch.rand(8, 4))
 
 
