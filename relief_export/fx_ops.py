@@ -56,3 +56,6 @@ RESHAPE_METHODS = {"view", "reshape", "flatten"}
 PAD_FUNCTIONS = {F.pad, aten.pad.default}
 # calls that read a tensor's shape, not its values
 SHAPE_QUERIES = {"size", "dim", aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int}
+TENSOR_PROPERTIES = {"shape", "dtype", "device", "ndim"}  # getattr(x, name) in a torch.fx graph
+ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention,
+                       aten.scaled_dot_product_attention.default}

@@ -124,6 +124,21 @@ def _evaluate(node: fx.Node, constants: dict[fx.Node, torch.Tensor]) -> torch.Te
     return value.detach() if isinstance(value, torch.Tensor) else None
 
 
+def _layer_name(node: fx.Node) -> str:
+    """The model's own name for the layer where its weight says it
+    (``encoder.layer.0.attention.self.query.weight`` -> ``encoder_layer_0_attention_self_query``
+    once made an attribute name), else ``lifted_<node>``."""
+    weight = node.args[1] if len(node.args) > 1 else None
+    while isinstance(weight, fx.Node) and weight.op != "get_attr" and weight.args:
+        weight = weight.args[0]  # through the prune hooks' weight_orig * weight_mask
+    if isinstance(weight, fx.Node) and weight.op == "get_attr":
+        path = str(weight.target)
+        for suffix in (".weight_orig", ".weight", "_weight_orig", "_weight"):
+            path = path.removesuffix(suffix)
+        return path
+    return f"lifted_{node.name}"
+
+
 def _lift(graph_module: fx.GraphModule, node: fx.Node,
           constants: dict[fx.Node, torch.Tensor]) -> int:
     needed, build, returns_tuple = ATEN_LAYERS[node.target]
@@ -140,7 +155,7 @@ def _lift(graph_module: fx.GraphModule, node: fx.Node,
     values += [argument.default_value if argument.has_default_value() else None
                for argument in schema[len(values):]]  # omitted trailing arguments
     layer = build(values)
-    name = free_attribute_name(graph_module, f"lifted_{node.name}")
+    name = free_attribute_name(graph_module, _layer_name(node))
     graph_module.add_module(name, layer)
     with graph_module.graph.inserting_before(node):
         call = graph_module.graph.call_module(name, (node.args[0],))

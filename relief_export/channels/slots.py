@@ -81,6 +81,10 @@ class Slots:
     value: torch.Tensor  # float64 [C], meaningful where not live
     units: list[frozenset[Unit]]
     axis: int = 1
+    # channels split into heads (attention): ``axis`` indexes heads and ``inner_axis`` the
+    # ``head_size`` features of each head; channel c = head * head_size + feature
+    inner_axis: int | None = None
+    head_size: int = 1
 
     @property
     def width(self) -> int:
@@ -92,10 +96,20 @@ class Slots:
         return self.live | (self.value != 0)
 
     def with_state(self, live: torch.Tensor, value: torch.Tensor) -> Slots:
-        return Slots(self.ids, live, value, self.units, self.axis)
+        return Slots(self.ids, live, value, self.units, self.axis, self.inner_axis,
+                     self.head_size)
 
-    def moved(self, axis: int) -> Slots:
-        return Slots(self.ids, self.live, self.value, self.units, axis)
+    def moved(self, axis: int, inner_axis: int | None = None) -> Slots:
+        return Slots(self.ids, self.live, self.value, self.units, axis, inner_axis,
+                     self.head_size if inner_axis is not None else 1)
+
+    def in_heads(self, head_axis: int, inner_axis: int, head_size: int) -> Slots:
+        return Slots(self.ids, self.live, self.value, self.units, head_axis, inner_axis,
+                     head_size)
+
+    @property
+    def heads(self) -> int:
+        return self.width // self.head_size
 
     def pick(self, channels: list[int]) -> Slots:
         return Slots([self.ids[c] for c in channels], self.live[channels],
@@ -206,7 +220,10 @@ _FUNCTION_HANDLERS: dict[Any, str] = {
     **dict.fromkeys(ops.EXPAND_FUNCTIONS, "expand"),
     **dict.fromkeys(ops.LAYER_NORM_FUNCTIONS, "layer_norm"),
     **dict.fromkeys(ops.GROUP_NORM_FUNCTIONS, "group_norm"),
+    **dict.fromkeys(ops.ATTENTION_FUNCTIONS, "attention"),
 }
+# handlers that understand channels split into heads; others keep such values whole
+_HEAD_AWARE = {"identity", "elementwise", "transpose", "permute", "reshape", "attention"}
 _METHOD_HANDLERS: dict[str, str] = {
     **dict.fromkeys(ops.ELEMENTWISE_METHODS, "elementwise"),
     **dict.fromkeys(ops.IDENTITY_METHODS, "identity"),
@@ -297,7 +314,8 @@ class _Builder:
             for argument in fx.node.map_aggregate(node.args, lambda a: a) or ():
                 self._keep_all_whole(argument, "model output")
             return None
-        if node.target in ops.SHAPE_QUERIES:
+        if node.target in ops.SHAPE_QUERIES or (node.target is getattr and len(node.args) > 1
+                                                 and node.args[1] in ops.TENSOR_PROPERTIES):
             return None
         if self.shared(node):
             return self.unknown(node, "a module with weights called more than once")
@@ -308,6 +326,10 @@ class _Builder:
         name = self._handler_name(node)
         if name is None:
             return self.unknown(node, "operation not in the channel table")
+        if name not in _HEAD_AWARE and any(
+                isinstance(a, fx.Node) and a in self.s.values and
+                self.s.values[a].inner_axis is not None for a in _flatten(list(node.args))):
+            return self.unknown(node, "its input's channels are split into attention heads")
         result = getattr(self, name)(node)
         if result is not None or node in self.s.parts:
             return result
@@ -565,7 +587,9 @@ class _Builder:
                 not isinstance(second, int):
             return None
         swap = {first % len(shape): second % len(shape), second % len(shape): first % len(shape)}
-        return source.moved(swap.get(source.axis, source.axis))
+        inner = None if source.inner_axis is None else swap.get(source.inner_axis,
+                                                                 source.inner_axis)
+        return source.moved(swap.get(source.axis, source.axis), inner)
 
     def permute(self, node: fx.Node) -> Slots | None:
         source = self.of(lc.arg(node, 0, "input"))
@@ -576,7 +600,9 @@ class _Builder:
             order = list(order[0])
         if source is None or shape is None or not all(isinstance(d, int) for d in order):
             return None
-        return source.moved([d % len(shape) for d in order].index(source.axis))
+        order = [d % len(shape) for d in order]
+        inner = None if source.inner_axis is None else order.index(source.inner_axis)
+        return source.moved(order.index(source.axis), inner)
 
     # -- moving channels --------------------------------------------------------------------------
     def reshape(self, node: fx.Node) -> Slots | None:
@@ -588,21 +614,69 @@ class _Builder:
         before, after = _shape(source_node), _shape(node)
         if source is None or before is None or after is None:
             return None
+        if source.inner_axis is not None:
+            return self._reshape_heads(node, source_node, source, before, after)
+        split = _split_into_heads(before, after, source.axis)
+        if split is not None:
+            head_axis, head_size = split
+            self.s.edits.append(ChannelEdit(node, "reshape", source_node, (head_axis,
+                                                                           head_size)))
+            return source.in_heads(head_axis, head_axis + 1, head_size)
         placed = _channel_after_reshape(before, after, source.axis)
         if placed is None:
             return None
         axis, block = placed
         if block == 1:
-            self.s.edits.append(ChannelEdit(node, "reshape", source_node, axis))
+            self.s.edits.append(ChannelEdit(node, "reshape", source_node, (axis, 1)))
             return source.moved(axis)
         if isinstance(source_node, fx.Node) and source_node.op == "placeholder" and axis == 1 \
                 and source.axis == 1:
             features = self.fresh(after[1])
             self.s.edits.append(ChannelEdit(node, "crop", source_node))
-            self.s.edits.append(ChannelEdit(node, "reshape", source_node, axis))
+            self.s.edits.append(ChannelEdit(node, "reshape", source_node, (axis, 1)))
             return features
-        self.s.edits.append(ChannelEdit(node, "reshape", source_node, axis))
+        self.s.edits.append(ChannelEdit(node, "reshape", source_node, (axis, 1)))
         return source.repeat(block, axis)
+
+    def _reshape_heads(self, node: fx.Node, source_node: Any, source: Slots,
+                       before: tuple[int, ...], after: tuple[int, ...]) -> Slots | None:
+        """A view of head-split channels: the same shape (heads stay where they are), or heads
+        and their features, adjacent and in that order, merged back into one axis."""
+        assert source.inner_axis is not None
+        if before == after:
+            self.s.edits.append(ChannelEdit(node, "reshape", source_node,
+                                            (source.axis, source.head_size)))
+            return source
+        if source.inner_axis != source.axis + 1:
+            return None
+        merged = (*before[:source.axis], source.width, *before[source.inner_axis + 1:])
+        if tuple(after) != merged:
+            return None
+        self.s.edits.append(ChannelEdit(node, "reshape", source_node, (source.axis, 1)))
+        return source.moved(source.axis)
+
+    def attention(self, node: fx.Node) -> Slots | None:
+        """scaled_dot_product_attention(q, k, v): output channel (h, d) is v's channel (h, d)
+        mixed over tokens by softmax weights that sum to 1, so a constant stays the same
+        constant. A head's queries, keys and values go or stay together (one group per head);
+        queries and keys count as read."""
+        q, k, v = (self.of(lc.arg(node, i, name)) for i, name in enumerate(("query", "key",
+                                                                             "value")))
+        if q is None or k is None or v is None or lc.arg(node, 4, "dropout_p", 0.0) or \
+                lc.arg(node, 7, "enable_gqa", False):
+            return None
+        layouts = {(x.axis, x.inner_axis, x.head_size, x.width) for x in (q, k, v)}
+        if len(layouts) != 1 or q.inner_axis is None:
+            return None
+        for head in range(v.heads):
+            ids = [x.ids[c] for x in (q, k, v)
+                   for c in range(head * v.head_size, (head + 1) * v.head_size)]
+            for other in ids[1:]:
+                self.s.union.union(ids[0], other)
+        everything = torch.ones(q.width, dtype=torch.bool)
+        self.s.read_channels(q, everything)
+        self.s.read_channels(k, everything)
+        return v
 
     def cat(self, node: fx.Node) -> Slots | None:
         """Along the channel axis the parts' channels follow each other; along another axis
@@ -835,6 +909,19 @@ def _per_channel(constant: torch.Tensor, shape: tuple[int, ...], out_shape: tupl
     if offset < 0 or any(size != 1 and offset + i != axis for i, size in enumerate(shape)):
         return None
     return constant.reshape(width) if constant.numel() == width else None
+
+
+def _split_into_heads(before: tuple[int, ...], after: tuple[int, ...], axis: int
+                      ) -> tuple[int, int] | None:
+    """(head axis, head size) when the view splits the channel axis into two adjacent axes,
+    heads first, leaving every other axis as it was."""
+    if len(after) != len(before) + 1 or tuple(after[:axis]) != tuple(before[:axis]) or \
+            tuple(after[axis + 2:]) != tuple(before[axis + 1:]):
+        return None
+    heads, head_size = after[axis], after[axis + 1]
+    if heads * head_size != before[axis] or heads < 2 or head_size < 2:
+        return None
+    return axis, head_size
 
 
 def _channel_after_reshape(before: tuple[int, ...], after: tuple[int, ...], axis: int

@@ -193,8 +193,9 @@ def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
         start, stop = _new_range(edit.detail, kept[edit.source])  # type: ignore[index]
         node.update_arg(2, start)
         node.update_arg(3, stop)
-    elif edit.kind == "reshape":
-        _reshape(node, edit.detail, len(kept[node]))
+    elif edit.kind == "reshape":  # detail: (axis, channels per entry of that axis)
+        axis, per_entry = edit.detail
+        _reshape(node, axis, len(kept[node]) // per_entry)
     elif edit.kind == "split":
         _resplit(slots, decision, node, edit.detail)
     elif edit.kind == "cat":

@@ -244,6 +244,34 @@ class TwoInputsWithTokenIds(nn.Module):
         return self.fc2(h)
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention through F.scaled_dot_product_attention: 4 heads of 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+
+    def forward(self, x):
+        batch, tokens, _ = x.shape
+
+        def heads(t):
+            return t.view(batch, tokens, 4, 4).transpose(1, 2)
+
+        context = F.scaled_dot_product_attention(heads(self.q(x)), heads(self.k(x)),
+                                                 heads(self.v(x)))
+        return self.o(context.transpose(1, 2).reshape(batch, tokens, 16))
+
+
+def constant_head_values(model: Attention) -> None:
+    """Head 1's values are the constant 0.3 (rows 4-7 of v zero, bias 0.3): its output is that
+    constant whatever the attention weights, so o folds it and the head goes; head 3's output
+    columns of o are zero: nothing reads it, so it goes too."""
+    with torch.no_grad():
+        model.v.weight[4:8] = 0
+        model.v.bias[4:8] = 0.3
+        model.o.weight[:, 12:16] = 0
+
+
 class Unsupported(nn.Module):
     """F.interpolate is not in the table: its neighbourhood stays whole, exactly."""
 
@@ -318,6 +346,9 @@ CASES = {
         lambda g: (torch.randint(0, 20, (2, 7), generator=g), torch.randn(2, 4, generator=g)),
         lambda m: (kill(m.fc1, [0, 1]), kill(m.side, [0, 1])),
         {"fc1": [6, 6], "side": [6, 4], "fc2": [2, 6]}),
+    # heads 1 and 3 go whole: q, k and v lose 8 rows, o 8 columns
+    "attention_heads": Case(Attention, image(5, 16), constant_head_values,
+                            {"q": [8, 16], "k": [8, 16], "v": [8, 16], "o": [16, 8]}),
     "unsupported_op_left_whole": Case(Unsupported, image(3, 4, 4), lambda m: kill(m.conv, [0]),
                                       {"conv": [8, 3, 1, 1], "head": [2, 8, 1, 1]}),
 }
