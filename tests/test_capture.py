@@ -153,7 +153,7 @@ def test_hugging_face_bert_archive_with_token_ids(tmp_path, capsys):
     torch.export.save(torch.export.export(model, (ids,)), str(archive))
     before = archive.read_bytes()
     out = tmp_path / "bert.onnx"
-    code, stdout, err = run_cli([archive, "--out", out, "--verbose"], capsys)
+    code, _, err = run_cli([archive, "--out", out, "--verbose"], capsys)
     assert code == 0, err
     proto = onnx.load(out)
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
