@@ -133,7 +133,8 @@ def _layer_name(node: fx.Node) -> str:
         weight = weight.args[0]  # through the prune hooks' weight_orig * weight_mask
     if isinstance(weight, fx.Node) and weight.op == "get_attr":
         path = str(weight.target)
-        for suffix in (".weight_orig", ".weight", "_weight_orig", "_weight"):
+        for suffix in (".weight_orig", ".weight_mask", ".weight", "_weight_orig", "_weight_mask",
+                       "_weight"):
             path = path.removesuffix(suffix)
         return path
     return f"lifted_{node.name}"

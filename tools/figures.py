@@ -40,6 +40,7 @@ FIGURES: dict[str, list[str]] = {
     "export": [PYTHON, "tools/bench_export.py", "--lenet", str(DEMO / "lenet300_100.pt")],
     "compact": [PYTHON, "tools/bench_compact.py"],
     "torch_pruning": [PYTHON, "tools/compare_torch_pruning.py"],
+    "families": [PYTHON, "tools/families.py"],
     "scoring": [PYTHON, "tools/bench_scoring.py"],
     "distributed": [PYTHON, "tools/bench_distributed.py"],
     "fuzz": [PYTHON, "tools/fuzz.py"],

@@ -361,12 +361,13 @@ class _Builder:
         self.s.read_channels(source, layer.reads())
         out = self.fresh(layer.out_units, axis=layer.channel_axis % len(out_shape),
                          units=[frozenset({(layer.name, j)}) for j in range(layer.out_units)])
-        if layer.groups > 1:
-            if layer.groups == in_width == layer.out_units:
-                for a, b in zip(source.ids, out.ids, strict=True):
-                    self.s.union.union(a, b)
-            else:
-                self.s.pin(source.ids + out.ids, f"grouped convolution {layer.name}")
+        if layer.groups > 1:  # a group's inputs and outputs go or stay together
+            per_in, per_out = in_width // layer.groups, layer.out_units // layer.groups
+            for group in range(layer.groups):
+                ids = [*source.ids[group * per_in:(group + 1) * per_in],
+                       *out.ids[group * per_out:(group + 1) * per_out]]
+                for other in ids[1:]:
+                    self.s.union.union(ids[0], other)
         live, value = _layer_state(layer, weight, source)
         return out.with_state(live, value)
 

@@ -37,9 +37,12 @@ def inspect_command(args: argparse.Namespace) -> dict:
     loaded = read_model(args.model, **source_options(args))
     print_notes(loaded.notes)
     shape = args.input_shape or loaded.input_shape
-    if not shape:
+    if loaded.example_inputs and not args.input_shape:
+        shape = [list(x.shape) for x in loaded.example_inputs]  # several inputs, as recorded
+    elif not shape:
         raise ReliefError(f"{args.model}: the file records no input shape; pass --input-shape")
-    shape = validate.shape("--input-shape", shape)
+    else:
+        shape = validate.shape("--input-shape", shape)
     plain = unmasked_copy(loaded.model)
     rows = [_layer_row(name, module) for name, module in plain.named_modules()
             if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d))]
@@ -53,7 +56,8 @@ def inspect_command(args: argparse.Namespace) -> dict:
               f"{100 * final.get('test_accuracy', float('nan')):.2f}%")
     print(format_table(list(LAYER_COLUMNS), rows))
     with tempfile.TemporaryDirectory() as folder:
-        report = export_onnx(args.model, Path(folder) / "model.onnx", input_shape=shape,
+        report = export_onnx(args.model, Path(folder) / "model.onnx",
+                             input_shape=args.input_shape or loaded.input_shape,
                              weights=args.weights, align=args.align, verify_outputs=False,
                              **source_options(args))
     print(f"\nrelief-export MODEL --out X.onnx --align {args.align} --weights {args.weights} "

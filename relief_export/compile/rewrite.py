@@ -48,16 +48,13 @@ def _rewrite_layer(slots: SlotGraph, decision: Decision, layer: g.LayerCall,
     foldable = _foldable(layer, source, columns)
     weight = layer.weight.clone()
     bias = _folded_bias(layer, source, foldable)
-    depthwise = layer.groups > 1 and layer.groups == weight.shape[0] == source.width
     if layer.groups == 1:
         weight[:, foldable] = 0  # their effect now lives in the bias
         if layer.node in decision.representative:
             _merge_border_constants(weight, source, decision.representative[layer.node])
         new_weight, groups = weight[rows][:, columns], 1
-    elif depthwise:
-        new_weight, groups = weight[rows], len(rows)
-    else:
-        new_weight, groups = weight, layer.groups
+    else:  # whole groups go (see the interpreter): the kept rows are whole groups
+        new_weight, groups = weight[rows], len(rows) // (layer.out_units // layer.groups)
     new_bias = bias[rows] if bias is not None else None
     if rows:  # a layer left with no unit goes with its part of a concatenation
         _install(slots.graph_module, layer, new_weight.clone(), new_bias, groups)

@@ -459,3 +459,22 @@ def test_a_compaction_that_changes_the_function_is_an_error(monkeypatch):
     _, model = masked_case("linear_on_tokens")
     with pytest.raises(ReliefError, match="compaction changed the function"):
         rx.compact(model, torch.randn(2, 5, 16))
+
+
+def test_grouped_and_depth_multiplier_convolutions_lose_whole_groups():
+    """groups=4 with 2 filters per input channel (a depth multiplier): when both filters of
+    group 1 are dead and unread, the group goes with its input channel; one dead filter alone
+    in a group stays (a group keeps its size)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 3, padding=1, groups=4),
+                          nn.ReLU(), nn.Conv2d(8, 2, 1)).eval()
+    kill(model[0], [1])  # input channel 1 of the grouped conv is 0 ...
+    kill(model[2], [2, 3, 6])  # ... its group's filters 2, 3 are dead; 6 shares group 3
+    x = torch.randn(2, 3, 5, 5)
+    small, report = rx.compact_with_report(model, x, align=1)
+    shapes = {change.name: change.shape_after for change in report.layers}
+    assert shapes == {"0": [3, 3, 1, 1], "2": [6, 1, 3, 3], "4": [2, 6, 1, 1]}
+    assert small.get_submodule("2").groups == 3
+    with torch.no_grad():
+        y = torch.randn(4, 3, 5, 5)
+        assert relative(model(y), small(y)) <= 1e-5
