@@ -165,3 +165,32 @@ def test_hugging_face_bert_archive_with_token_ids(tmp_path, capsys):
     for a, b in zip(got, (expected.last_hidden_state, expected.pooler_output), strict=True):
         assert np.abs(a - b.numpy()).max() <= 1e-4 * np.abs(b.numpy()).max()
     assert archive.read_bytes() == before  # the output class was rewritten on a copy only
+
+
+def test_stepped_channel_slices_in_an_archive(tmp_path):
+    """aten.slice with a step on the channel axis becomes an index_select of what stays."""
+    from tests.channels.test_channel_ops import SteppedChannels, kill
+
+    torch.manual_seed(0)
+    model = SteppedChannels().eval()
+    kill(model.conv, [2, 5])
+    x = torch.randn(2, 3, 4, 4)
+    archive = tmp_path / "stepped.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(archive))
+    loaded = rx.load_model(archive)
+    small, report = rx.compact_with_report(loaded, x)
+    assert report.captured == "torch.export"
+    assert sorted(layer.shape_after[0] for layer in report.layers) == [2, 2, 6]
+    y = torch.randn(5, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(small(y), model(y), atol=1e-5)
+
+
+def test_an_untraceable_class_from_the_command_line(tmp_path, capsys):
+    weights = tmp_path / "weights.pt"
+    torch.save(DataDependent().state_dict(), weights)
+    code, _, err = run_cli([weights, "--arch", "tests.test_capture:DataDependent",
+                            "--allow-factory", "--input-shape", "1,2",
+                            "--out", tmp_path / "x.onnx"], capsys)
+    assert code == 2 and "torch.export failed too" in err and "Traceback" not in err
+    assert not (tmp_path / "x.onnx").exists()

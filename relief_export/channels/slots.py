@@ -135,8 +135,8 @@ class ChannelEdit:
     """A node whose arguments depend on how many channels survive (pad, slice, view, attr)."""
 
     node: fx.Node
-    kind: str  # "pad", "slice", "aten_slice", "reshape", "attr", "batchnorm", "crop", "split",
-    # "cat"
+    kind: str  # "pad", "slice", "aten_slice", "pick", "aten_pick", "reshape", "attr",
+    # "batchnorm", "crop", "split", "cat"
     source: fx.Node | None = None
     detail: Any = None
 
@@ -778,11 +778,14 @@ class _Builder:
         axis, position, channel = placed
         if channel == slice(None):
             return source.moved(axis)
-        if not isinstance(channel, slice) or channel.step not in (None, 1):
+        if not isinstance(channel, slice) or (channel.step or 1) < 0:
             return None
         picked = range(source.width)[channel]
-        self.s.edits.append(ChannelEdit(node, "slice", source_node,
-                                        (picked.start, picked.stop, position)))
+        if picked.step != 1:  # stepped: the kept ones are picked by an index tensor
+            self.s.edits.append(ChannelEdit(node, "pick", source_node, (position, list(picked))))
+        else:
+            self.s.edits.append(ChannelEdit(node, "slice", source_node,
+                                            (picked.start, picked.stop, position)))
         return source.pick(list(picked)).moved(axis)
 
     def aten_slice(self, node: fx.Node) -> Slots | None:
@@ -795,11 +798,16 @@ class _Builder:
         dim %= len(shape)
         if dim != source.axis:
             return source
-        if step != 1:
+        if not isinstance(step, int) or step < 1:
             return None
-        picked = range(source.width)[slice(lc.arg(node, 2, "start"), lc.arg(node, 3, "end"))]
-        self.s.edits.append(ChannelEdit(node, "aten_slice", lc.arg(node, 0, "self"),
-                                        (picked.start, picked.stop)))
+        picked = range(source.width)[slice(lc.arg(node, 2, "start"), lc.arg(node, 3, "end"),
+                                           step)]
+        if step != 1:
+            self.s.edits.append(ChannelEdit(node, "aten_pick", lc.arg(node, 0, "self"),
+                                            (dim, list(picked))))
+        else:
+            self.s.edits.append(ChannelEdit(node, "aten_slice", lc.arg(node, 0, "self"),
+                                            (picked.start, picked.stop)))
         return source.pick(list(picked))
 
     def select(self, node: fx.Node) -> Slots | None:

@@ -11,6 +11,7 @@ import torch
 from torch import fx, nn
 
 from .. import layers
+from ..fx_attrs import free_attribute_name
 from ..channels.slots import ChannelEdit, SlotGraph
 from . import graph as g
 from .decide import Decision
@@ -190,6 +191,8 @@ def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
         start, stop = _new_range(edit.detail, kept[edit.source])  # type: ignore[index]
         node.update_arg(2, start)
         node.update_arg(3, stop)
+    elif edit.kind in ("pick", "aten_pick"):  # a stepped channel slice
+        _repick(slots.graph_module, edit, kept[node], kept[edit.source])  # type: ignore[index]
     elif edit.kind == "reshape":  # detail: (axis, channels per entry of that axis)
         axis, per_entry = edit.detail
         _reshape(node, axis, len(kept[node]) // per_entry)
@@ -248,6 +251,27 @@ def _reslice(node: fx.Node, detail: tuple[int, int, int], kept_source: list[int]
     entries = list(index) if isinstance(index, tuple) else [index]
     entries[detail[2]] = slice(*_new_range(detail, kept_source))
     node.update_arg(1, tuple(entries) if isinstance(index, tuple) else entries[0])
+
+
+def _repick(graph_module: fx.GraphModule, edit: ChannelEdit, kept: list[int],
+            kept_source: list[int]) -> None:
+    """x[:, a:b:s] -> x[:, index] (or aten.slice -> index_select) with the positions, in the
+    compacted source, of the picked channels that stay."""
+    where, picked = edit.detail
+    position = {channel: i for i, channel in enumerate(kept_source)}
+    index = torch.tensor([position[picked[j]] for j in kept], dtype=torch.long)
+    name = free_attribute_name(graph_module, f"{edit.node.name}_channels")
+    graph_module.register_buffer(name, index)
+    with graph_module.graph.inserting_before(edit.node):
+        index_node = graph_module.graph.get_attr(name)
+    node = edit.node
+    if edit.kind == "aten_pick":
+        node.target = torch.index_select
+        node.args, node.kwargs = (node.args[0], where, index_node), {}
+        return
+    entries = list(node.args[1]) if isinstance(node.args[1], tuple) else [node.args[1]]
+    entries[where] = index_node
+    node.update_arg(1, tuple(entries))
 
 
 def _reshape(node: fx.Node, axis: int, features: int) -> None:

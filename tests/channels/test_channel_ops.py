@@ -272,6 +272,33 @@ def constant_head_values(model: Attention) -> None:
         model.o.weight[:, 12:16] = 0
 
 
+class SteppedChannels(nn.Module):
+    """Every second channel (x[:, ::2]) feeds one head, the others another."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 1)
+        self.even, self.odd = nn.Conv2d(4, 2, 1), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        return self.even(y[:, ::2]) + self.odd(y[:, 1::2])
+
+
+class ActivationsPoolingExpand(nn.Module):
+    """ReLU6, Hardswish, SiLU, Tanh, max pooling, and a gate broadcast by expand_as."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 8), \
+            nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = F.max_pool2d(F.hardswish(F.relu6(self.conv(x))), 2)
+        gate = torch.tanh(F.silu(self.fc(y.mean((2, 3))))).view(-1, 8, 1, 1)
+        return self.head(y * gate.expand_as(y))
+
+
 class Unsupported(nn.Module):
     """F.interpolate is not in the table: its neighbourhood stays whole, exactly."""
 
@@ -349,6 +376,15 @@ CASES = {
     # heads 1 and 3 go whole: q, k and v lose 8 rows, o 8 columns
     "attention_heads": Case(Attention, image(5, 16), constant_head_values,
                             {"q": [8, 16], "k": [8, 16], "v": [8, 16], "o": [16, 8]}),
+    # conv units 2 (even, position 1) and 5 (odd, position 2) go; x[:, ::2] picks the rest
+    "stepped_channel_slices": Case(SteppedChannels, image(3, 4, 4), lambda m: kill(m.conv, [2, 5]),
+                                   {"conv": [6, 3, 1, 1], "even": [2, 3, 1, 1],
+                                    "odd": [2, 3, 1, 1]}),
+    # conv unit 0: relu6(0) = 0 -> hardswish(0) = 0 -> pooled 0; fc row 0 is then unread
+    # through the gate (0 * gate = 0): both go
+    "activations_pooling_expand": Case(ActivationsPoolingExpand, image(3, 6, 6),
+                                       lambda m: kill(m.conv, [0]),
+                                       {"conv": [7, 3, 3, 3], "fc": [7, 7], "head": [2, 7, 1, 1]}),
     "unsupported_op_left_whole": Case(Unsupported, image(3, 4, 4), lambda m: kill(m.conv, [0]),
                                       {"conv": [8, 3, 1, 1], "head": [2, 8, 1, 1]}),
 }
