@@ -11,8 +11,8 @@ import torch
 from torch import fx, nn
 
 from .. import layers
-from ..fx_attrs import free_attribute_name
 from ..channels.slots import ChannelEdit, SlotGraph
+from ..fx_attrs import free_attribute_name
 from . import graph as g
 from .decide import Decision
 from .report import ALIGN_REASON, LayerChange
