@@ -447,8 +447,8 @@ class _Builder:
         if source is None:
             return None
         module = self.modules.get(str(node.target)) if node.op == "call_module" else None
-        padded_average = isinstance(module, nn.AvgPool2d) and module.count_include_pad and \
-            module.padding not in (0, (0, 0))
+        padded_average = isinstance(module, (nn.AvgPool1d, nn.AvgPool2d)) and \
+            module.count_include_pad and module.padding not in (0, (0,), (0, 0))
         if node.op == "call_function" and node.target in ops.AVERAGE_POOL_FUNCTIONS:
             padded_average = True  # conservative: functional padding arguments vary
         live = source.live | ((source.value != 0) if padded_average else False)
