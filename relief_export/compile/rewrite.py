@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -173,37 +175,62 @@ def _positions(node: fx.Node) -> int:
     return count
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What every edit reads: the interpreter's graph, the decision, kept channels per node."""
+
+    slots: SlotGraph
+    decision: Decision
+    kept: dict[fx.Node, list[int]]
+
+    def kept_slots(self, ids: list[int]) -> int:
+        return sum(self.slots.union.find(slot) in self.decision.reasons for slot in ids)
+
+
+def _pad_edit(c: _Context, edit: ChannelEdit) -> None:
+    zeros_before, zeros_after, pair = edit.detail
+    _repad(edit.node, pair, c.kept_slots(zeros_before), c.kept_slots(zeros_after))
+
+
+def _aten_slice_edit(c: _Context, edit: ChannelEdit) -> None:
+    start, stop = _new_range(edit.detail, c.kept[edit.source])  # type: ignore[index]
+    edit.node.update_arg(2, start)
+    edit.node.update_arg(3, stop)
+
+
+def _reshape_edit(c: _Context, edit: ChannelEdit) -> None:
+    axis, per_entry = edit.detail  # the axis, and channels per entry of that axis (heads)
+    _reshape(edit.node, axis, len(c.kept[edit.node]) // per_entry)
+
+
+def _cat_edit(c: _Context, edit: ChannelEdit) -> None:
+    parts = g.arg(edit.node, 0, "tensors")
+    edit.node.update_arg(0, [part for part in parts if c.kept.get(part) != []])
+
+
+# ChannelEdit.kind -> how the node's arguments follow the channels that stay; returns the
+# input features dropped (the crop), else None
+_EDITS: dict[str, Callable[[_Context, ChannelEdit], int | None]] = {
+    "batchnorm": lambda c, e: _slice_batchnorm(c.slots.graph_module, e.node, c.kept[e.node]),
+    "attr": lambda c, e: _slice_attribute(c.slots.graph_module, e.source, e.detail,
+                                          c.kept[e.node]),
+    "pad": _pad_edit,
+    "slice": lambda c, e: _reslice(e.node, e.detail, c.kept[e.source]),  # type: ignore[index]
+    "aten_slice": _aten_slice_edit,
+    "pick": lambda c, e: _repick(c.slots.graph_module, e, c.kept[e.node],
+                                 c.kept[e.source]),  # type: ignore[index]
+    "aten_pick": lambda c, e: _repick(c.slots.graph_module, e, c.kept[e.node],
+                                      c.kept[e.source]),  # type: ignore[index]
+    "reshape": _reshape_edit,
+    "split": lambda c, e: _resplit(c.slots, c.decision, e.node, e.detail),
+    "cat": _cat_edit,
+    "crop": lambda c, e: _crop(c.slots, e.node, e.source, e.detail),
+}
+
+
 def _apply_edit(slots: SlotGraph, decision: Decision, edit: ChannelEdit,
                 kept: dict[fx.Node, list[int]]) -> int:
-    node = edit.node
-    if edit.kind == "batchnorm":
-        _slice_batchnorm(slots.graph_module, node, kept[node])
-    elif edit.kind == "attr":
-        _slice_attribute(slots.graph_module, edit.source, edit.detail, kept[node])
-    elif edit.kind == "pad":
-        zeros_before, zeros_after, pair = edit.detail
-        before, after = (sum(slots.union.find(s) in decision.reasons for s in part)
-                         for part in (zeros_before, zeros_after))
-        _repad(node, pair, before, after)
-    elif edit.kind == "slice":
-        _reslice(node, edit.detail, kept[edit.source])  # type: ignore[index]
-    elif edit.kind == "aten_slice":
-        start, stop = _new_range(edit.detail, kept[edit.source])  # type: ignore[index]
-        node.update_arg(2, start)
-        node.update_arg(3, stop)
-    elif edit.kind in ("pick", "aten_pick"):  # a stepped channel slice
-        _repick(slots.graph_module, edit, kept[node], kept[edit.source])  # type: ignore[index]
-    elif edit.kind == "reshape":  # detail: (axis, channels per entry of that axis)
-        axis, per_entry = edit.detail
-        _reshape(node, axis, len(kept[node]) // per_entry)
-    elif edit.kind == "split":
-        _resplit(slots, decision, node, edit.detail)
-    elif edit.kind == "cat":
-        parts = g.arg(node, 0, "tensors")
-        node.update_arg(0, [part for part in parts if kept.get(part) != []])
-    elif edit.kind == "crop":
-        return _crop(slots, node, edit.source, edit.detail)
-    return 0
+    return _EDITS[edit.kind](_Context(slots, decision, kept), edit) or 0
 
 
 def _slice_batchnorm(graph_module: fx.GraphModule, node: fx.Node, channels: list[int]) -> None:
