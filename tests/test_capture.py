@@ -194,3 +194,14 @@ def test_an_untraceable_class_from_the_command_line(tmp_path, capsys):
                             "--out", tmp_path / "x.onnx"], capsys)
     assert code == 2 and "torch.export failed too" in err and "Traceback" not in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_pruning_needs_torch_fx_and_says_what_takes_the_model_instead():
+    from relief_export.prune.relief import relief_step
+
+    model = IntOfProxy().eval()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ReliefError, match=r"cannot capture IntOfProxy with torch\.fx .*compact "
+                       "and export also take models only torch.export captures"):
+        relief_step(model, torch.randn(4, 5, 6))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

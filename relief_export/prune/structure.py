@@ -64,7 +64,8 @@ class Structure:
 
 def discover(model: nn.Module) -> Structure:
     """Trace ``model`` and find its layers, their BatchNorms, activations and residual adds."""
-    graph_module = trace(model, "NNrelief")
+    graph_module = trace(model, "NNrelief (it masks the model's own modules; compact and "
+                                "export also take models only torch.export captures)")
     modules = dict(graph_module.named_modules())
     structure = Structure(graph_module)
     for node in graph_module.graph.nodes:
