@@ -28,9 +28,10 @@ EXPORT_HINT = ("export it with torch.export yourself (torch.export.export(model,
                "example_inputs)), save it with torch.export.save and pass the .pt2")
 
 
-def capture(model: nn.Module, examples: Sequence[torch.Tensor], purpose: str
-            ) -> fx.GraphModule:
-    """A graph of ``model`` (sharing its weights when fx traces it; ATen otherwise)."""
+def capture(model: nn.Module, examples: Sequence[torch.Tensor], purpose: str, *,
+            share: bool = False) -> fx.GraphModule:
+    """A graph of ``model``: fx's calls the model's own modules; an exported one calls copies,
+    or, with ``share``, the model's own layers wherever they match (pruning masks them)."""
     try:
         graph_module = trace(model, purpose)
         # a graph rebuilt from an exported program keeps saying so
@@ -44,7 +45,7 @@ def capture(model: nn.Module, examples: Sequence[torch.Tensor], purpose: str
     except Exception as error:
         raise ReliefError(f"{fx_reason}; torch.export failed too ({first_line(error)}); "
                           f"{EXPORT_HINT}") from None
-    return program_module(program, str(type(model).__name__))
+    return program_module(program, str(type(model).__name__), model if share else None)
 
 
 def export_program(model: nn.Module, examples: Sequence[torch.Tensor]
@@ -57,7 +58,8 @@ def export_program(model: nn.Module, examples: Sequence[torch.Tensor]
                                    strict=False)
 
 
-def program_module(program: torch.export.ExportedProgram, source: str) -> fx.GraphModule:
+def program_module(program: torch.export.ExportedProgram, source: str,
+                   owner: nn.Module | None = None) -> fx.GraphModule:
     """The program as a runnable graph module: functional ATen, no shape guard, layers lifted,
     batch sizes written into views freed, train() / eval() accepted (the graph is fixed to the
     mode it was captured in)."""
@@ -72,7 +74,7 @@ def program_module(program: torch.export.ExportedProgram, source: str) -> fx.Gra
         raise ReliefError(f"{source}: the exported program did not give a graph module")
     _drop_shape_guards(module)
     _free_batch_sizes(module)
-    lift_layers(module)
+    lift_layers(module, owner)
     module.meta[CAPTURED_BY] = "torch.export"
     module.train = types.MethodType(lambda self, mode=True: self, module)  # type: ignore[method-assign]
     module.eval = types.MethodType(lambda self: self, module)  # type: ignore[method-assign]

@@ -63,8 +63,12 @@ ATEN_LAYERS: dict[Any, tuple[tuple[int, ...], Callable[[list[Any]], nn.Module], 
 }
 
 
-def lift_layers(graph_module: fx.GraphModule) -> int:
-    """Rewrite ``graph_module`` in place as described above; returns how many layers."""
+def lift_layers(graph_module: fx.GraphModule, owner: nn.Module | None = None) -> int:
+    """Rewrite ``graph_module`` in place as described above; returns how many layers.
+
+    With ``owner`` (the model the program was exported from), a call whose weight is one of
+    ``owner``'s layers, with the same kind and settings, calls that very module (at its own
+    name) instead of a copy: pruning then sees and masks the model's own layers."""
     graph = graph_module.graph
     constants: dict[fx.Node, torch.Tensor] = {}
     lifted = 0
@@ -78,7 +82,7 @@ def lift_layers(graph_module: fx.GraphModule) -> int:
             if value is not None:
                 constants[node] = value
         elif node.op == "call_function" and node.target in ATEN_LAYERS:
-            lifted += _lift(graph_module, node, constants)
+            lifted += _lift(graph_module, node, constants, owner)
     for node in reversed(list(graph.nodes)):
         if _removable(node, constants):
             graph.erase_node(node)
@@ -124,24 +128,41 @@ def _evaluate(node: fx.Node, constants: dict[fx.Node, torch.Tensor]) -> torch.Te
     return value.detach() if isinstance(value, torch.Tensor) else None
 
 
-def _layer_name(node: fx.Node) -> str:
-    """The model's own name for the layer where its weight says it
-    (``encoder.layer.0.attention.self.query.weight`` -> ``encoder_layer_0_attention_self_query``
-    once made an attribute name), else ``lifted_<node>``."""
+def _owner_path(node: fx.Node) -> str | None:
+    """The model's own name for the layer, where its weight says it:
+    ``encoder.layer.0.attention.self.query.weight`` -> ``encoder.layer.0.attention.self.query``."""
     weight = node.args[1] if len(node.args) > 1 else None
     while isinstance(weight, fx.Node) and weight.op != "get_attr" and weight.args:
         weight = weight.args[0]  # through the prune hooks' weight_orig * weight_mask
-    if isinstance(weight, fx.Node) and weight.op == "get_attr":
-        path = str(weight.target)
-        for suffix in (".weight_orig", ".weight_mask", ".weight", "_weight_orig", "_weight_mask",
-                       "_weight"):
-            path = path.removesuffix(suffix)
-        return path
-    return f"lifted_{node.name}"
+    if not (isinstance(weight, fx.Node) and weight.op == "get_attr"):
+        return None
+    path = str(weight.target)
+    for suffix in (".weight_orig", ".weight_mask", ".weight"):
+        path = path.removesuffix(suffix)
+    return path
+
+
+_SETTINGS = ("in_features", "out_features", "in_channels", "out_channels", "kernel_size",
+             "stride", "padding", "dilation", "groups", "padding_mode", "num_features", "eps",
+             "affine", "track_running_stats")
+
+
+def _own_layer(owner: nn.Module | None, path: str | None, built: nn.Module) -> nn.Module | None:
+    """``owner``'s module at ``path`` when it computes what ``built`` computes."""
+    if owner is None or path is None:
+        return None
+    try:
+        own = owner.get_submodule(path)
+    except AttributeError:
+        return None
+    same = type(own) is type(built) and all(
+        getattr(own, key, None) == getattr(built, key, None) for key in _SETTINGS) and \
+        (getattr(own, "bias", None) is None) == (getattr(built, "bias", None) is None)
+    return own if same else None
 
 
 def _lift(graph_module: fx.GraphModule, node: fx.Node,
-          constants: dict[fx.Node, torch.Tensor]) -> int:
+          constants: dict[fx.Node, torch.Tensor], owner: nn.Module | None) -> int:
     needed, build, returns_tuple = ATEN_LAYERS[node.target]
     args = list(node.args)
     if node.kwargs or not all(i >= len(args) or args[i] is None or args[i] in constants
@@ -156,8 +177,13 @@ def _lift(graph_module: fx.GraphModule, node: fx.Node,
     values += [argument.default_value if argument.has_default_value() else None
                for argument in schema[len(values):]]  # omitted trailing arguments
     layer = build(values)
-    name = free_attribute_name(graph_module, _layer_name(node))
-    graph_module.add_module(name, layer)
+    path = _owner_path(node)
+    own = _own_layer(owner, path, layer)
+    if own is not None and path is not None and graph_module.add_submodule(path, own):
+        name = path
+    else:
+        name = free_attribute_name(graph_module, path or f"lifted_{node.name}")
+        graph_module.add_module(name, layer)
     with graph_module.graph.inserting_before(node):
         call = graph_module.graph.call_module(name, (node.args[0],))
     call.meta = dict(node.meta)

@@ -196,12 +196,57 @@ def test_an_untraceable_class_from_the_command_line(tmp_path, capsys):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_pruning_needs_torch_fx_and_says_what_takes_the_model_instead():
+class TracedTwin(IntOfProxy):
+    """The same function without int(): torch.fx traces it."""
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)).mean(1))
+
+
+def test_pruning_a_model_only_torch_export_captures_matches_the_fx_route():
+    """relief_step on IntOfProxy goes through torch.export, with the graph calling the
+    model's own layers; its masks equal those of the fx-traceable twin with the same weights."""
     from relief_export.prune.relief import relief_step
 
-    model = IntOfProxy().eval()
-    before = [p.clone() for p in model.parameters()]
-    with pytest.raises(ReliefError, match=r"cannot capture IntOfProxy with torch\.fx .*compact "
-                       "and export also take models only torch.export captures"):
-        relief_step(model, torch.randn(4, 5, 6))
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    torch.manual_seed(0)
+    exported, traced = IntOfProxy().eval(), TracedTwin().eval()
+    traced.load_state_dict(exported.state_dict())
+    with torch.no_grad():
+        exported.fc1.weight[2] = 0  # a unit that never fires: the dead-unit rule takes it
+        exported.fc1.bias[2] = -1.0
+    traced.load_state_dict(exported.state_dict())
+    calibration = torch.randn(32, 5, 6, generator=torch.Generator().manual_seed(1))
+    masks = relief_step(exported, calibration, alpha_fc=0.9)
+    expected = relief_step(traced, calibration, alpha_fc=0.9)
+    assert masks.keys() == expected.keys() == {"fc1.weight", "fc1.bias", "fc2.weight",
+                                               "fc2.bias"}
+    assert all(torch.equal(masks[k], expected[k]) for k in masks)
+    assert not masks["fc1.weight"][2].any() and not masks["fc1.bias"][2]
+    assert torch.equal(exported.fc1.weight != 0, masks["fc1.weight"] & (exported.fc1.weight_orig
+                                                                       != 0))
+
+
+@pytest.mark.slow
+@needs_transformers
+def test_pruning_and_compacting_hugging_face_bert():
+    import transformers as hf
+
+    from relief_export.prune.relief import relief_step
+
+    torch.manual_seed(0)
+    model = hf.BertModel(hf.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=4, intermediate_size=64,
+                                       max_position_embeddings=64)).eval()
+    ids = torch.randint(0, 100, (32, 12), generator=torch.Generator().manual_seed(1))
+    masks = relief_step(model, ids, alpha_fc=0.9)
+    names = {f"{name}.weight" for name, module in model.named_modules()
+             if isinstance(module, nn.Linear)}
+    assert {k for k in masks if k.endswith(".weight")} == names
+    density = sum(int(masks[k].sum()) for k in names) / sum(masks[k].numel() for k in names)
+    assert 0.2 < density < 0.95
+    small, report = rx.compact_with_report(model, ids[:2])
+    # one step thins connections; whole units seldom die in one step of a transformer
+    assert report.captured == "torch.export" and report.params_after <= report.params_before
+    with torch.no_grad():
+        expected, got = model(ids).last_hidden_state, small(ids)["last_hidden_state"]
+    assert (expected - got).abs().max() <= 1e-5 * expected.abs().max()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,7 +52,7 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     check_alpha(alpha_fc, "alpha_fc")
     check_alpha(alpha_conv, "alpha_conv")
     _check_parameters(model)
-    structure = discover(model)
+    structure = discover(model, _example(inputs))
     activity = collect(model, structure.layers, inputs, conv_score, structure.graph_module,
                        structure.watched())
     reduce_activity(activity, world)
@@ -68,6 +68,15 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     masks = {name: mask.clone() for name, mask in plan.masks.items()}
     world.check_identical("NNrelief masks", tensor_digest(masks))
     return masks
+
+
+def _example(inputs: Any) -> torch.Tensor | None:
+    """Two calibration samples, for capturing a model torch.fx cannot trace (not taken from a
+    one-shot iterator, whose first batch would be lost)."""
+    if isinstance(inputs, Iterator):
+        return None
+    first = next(iterate_inputs(inputs), None)
+    return None if first is None else first[:2]
 
 
 def _check_parameters(model: nn.Module) -> None:

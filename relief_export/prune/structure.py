@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import fx, nn
 
+from ..capture import capture
 from ..errors import ReliefError
 from ..fx_attrs import attribute_node
 from ..fx_ops import (
@@ -24,6 +26,7 @@ from ..fx_ops import (
 )
 from ..fx_trace import trace
 
+PURPOSE = "NNrelief"
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 Layer = nn.Linear | nn.Conv1d | nn.Conv2d
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
@@ -62,25 +65,36 @@ class Structure:
         return watch
 
 
-def discover(model: nn.Module) -> Structure:
-    """Trace ``model`` and find its layers, their BatchNorms, activations and residual adds."""
-    graph_module = trace(model, "NNrelief (it masks the model's own modules; compact and "
-                                "export also take models only torch.export captures)")
+def discover(model: nn.Module, example: torch.Tensor | None = None) -> Structure:
+    """Capture ``model`` and find its layers, their BatchNorms, activations and residual adds.
+
+    torch.fx first; where it cannot trace and an ``example`` input is given, torch.export, with
+    the graph calling the model's own layers (see ``capture``). Only the model's own modules
+    are pruned: a layer the exported graph could not map back to one stays as it is."""
+    if example is None:
+        graph_module = trace(model, PURPOSE)
+    else:
+        graph_module = capture(model, (example,), PURPOSE, share=True)
+    own = {id(module) for module in model.modules()}
     modules = dict(graph_module.named_modules())
     structure = Structure(graph_module)
     for node in graph_module.graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], LAYER_TYPES):
+        if node.op == "call_module" and isinstance(modules[node.target], LAYER_TYPES) and \
+                id(modules[node.target]) in own:
             name = str(node.target)
             structure.layers[name] = modules[name]
             batchnorm = _sole_batchnorm_user(node, modules)
-            if batchnorm is not None:
+            if batchnorm is not None and id(modules[str(batchnorm.target)]) in own:
                 structure.batchnorm_of[name] = str(batchnorm.target)
             activation = _activation_after(batchnorm or node, modules)
             if activation is not None:
                 structure.activation_of[name] = activation
         elif is_add(node) and _tensor_args(node) == 2:
             left, right = (a for a in node.args[:2] if isinstance(a, fx.Node))
-            structure.residual_adds.append((node, _side(left, modules), _side(right, modules)))
+            sides = [_side(side, modules) for side in (left, right)]
+            structure.residual_adds.append((node, *(
+                side if side.layer is None or side.layer in structure.layers
+                else Side(side.node) for side in sides)))
     if not structure.layers:
         raise ReliefError(f"{type(model).__name__} has no Linear, Conv1d or Conv2d layer to prune")
     return structure
