@@ -22,14 +22,17 @@ from ..errors import ReliefError, first_line
 from ..fx_trace import quiet_interpreter, root_cause
 from .scores import (
     ConvGeometry,
+    TransposedGeometry,
     as_maps,
     conv_bias_contributions,
     conv_slice_norms,
     linear_contributions,
     linear_input_sum,
     output_positions,
+    transposed_output_positions,
+    transposed_slice_norms,
 )
-from .structure import Layer
+from .structure import TRANSPOSED_TYPES, Layer
 
 CONV_SCORES = ("paper", "reference")
 DEFAULT_BATCH = 128
@@ -48,13 +51,23 @@ class LayerStats:
     conv_score: str = "paper"
     count: int = 0
     total: torch.Tensor | None = None
-    positions: int = 1
+    positions: int = 1  # output positions (the bias acts on each)
+    input_positions: int = 0  # a transposed convolution's MACs: weights x input positions
 
     def update(self, x: torch.Tensor) -> None:
         _check_finite(x, f"the input of layer {self.name!r}")
         if isinstance(self.layer, nn.Linear):
             part = linear_input_sum(x)
             self.count += x.numel() // x.shape[-1]
+        elif isinstance(self.layer, TRANSPOSED_TYPES):
+            scatter, maps = TransposedGeometry.of(self.layer), as_maps(x)
+            kernel = as_maps(self.layer.weight).shape[2:]
+            self.positions = transposed_output_positions(maps.shape[2:], tuple(kernel), scatter)
+            self.input_positions = maps[0, 0].numel()
+            self.count += x.shape[0]
+            part = maps.detach().abs().sum(0, dtype=torch.float64) \
+                if self.conv_score == "reference" \
+                else transposed_slice_norms(as_maps(self.layer.weight), maps, scatter)
         else:
             geometry = ConvGeometry.of(self.layer)
             maps = as_maps(x)
@@ -74,7 +87,10 @@ class LayerStats:
             return linear_contributions(layer.weight, layer.bias, self.total / self.count)
         if self.conv_score == "reference":
             mean_map = (self.total / self.count).float().unsqueeze(0)
-            slices = conv_slice_norms(as_maps(layer.weight), mean_map, ConvGeometry.of(layer))
+            slices = transposed_slice_norms(as_maps(layer.weight), mean_map,
+                                            TransposedGeometry.of(layer)) \
+                if isinstance(layer, TRANSPOSED_TYPES) else \
+                conv_slice_norms(as_maps(layer.weight), mean_map, ConvGeometry.of(layer))
         else:
             slices = self.total / self.count
         bias = conv_bias_contributions(layer.bias, layer.out_channels, self.positions)

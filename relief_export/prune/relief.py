@@ -132,10 +132,12 @@ def prune_unread(plan: MaskPlan, graph_module: fx.GraphModule,
 
 
 def conv_positions(model: nn.Module, inputs: Any) -> dict[str, int]:
-    """Output positions per convolution for one sample of ``inputs`` (for FLOP counts)."""
+    """Positions per convolution for one sample of ``inputs`` (for FLOP counts: a
+    convolution's weights act at each output position, a transposed one's at each input)."""
     layers = {n: m for n, m in find_layers(model).items() if not isinstance(m, nn.Linear)}
     activity = collect(model, layers, next(iterate_inputs(inputs))[:1], "reference")
-    return {name: stats.positions for name, stats in activity.layers.items()}
+    return {name: stats.input_positions or stats.positions
+            for name, stats in activity.layers.items()}
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Linear, neuron j, input i:  c_ij = |w_ji| * mean_n |x_ni|;  bias c_bj = |b_j|.
 Conv, filter j, input channel i (paper):  c_ij = mean_n || |K_ij| (*) |x_ni| ||_F;
 bias c_bj = |b_j| * sqrt(H_out * W_out). The reference variant takes the mean over samples
 before the norm. Conv scores are computed per batch and summed; callers divide by N. A Conv1d
-is read as a Conv2d on maps of height 1.
+is read as a Conv2d on maps of height 1. A transposed convolution's slice (i, j) is
+|K_ij| (*)^T |x_ni|, the map input channel i adds to output channel j.
 """
 
 from __future__ import annotations
@@ -45,6 +46,52 @@ class ConvGeometry:
 def as_maps(tensor: torch.Tensor) -> torch.Tensor:
     """A Conv1d's input [N, C, L] or weight [out, in, k] with a height axis of 1 added."""
     return tensor.unsqueeze(2) if tensor.dim() == 3 else tensor
+
+
+@dataclass(frozen=True)
+class TransposedGeometry:
+    """What a (one-group) transposed convolution does to one input channel map."""
+
+    stride: tuple[int, ...]
+    padding: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    dilation: tuple[int, ...]
+
+    @classmethod
+    def of(cls, conv: torch.nn.ConvTranspose1d | torch.nn.ConvTranspose2d) -> TransposedGeometry:
+        """A ConvTranspose1d is read as a ConvTranspose2d over maps of height 1."""
+        def pair(values: tuple[int, ...], height: int) -> tuple[int, ...]:
+            return (height, int(values[0])) if len(values) == 1 else tuple(values)
+        return cls(pair(conv.stride, 1), pair(conv.padding, 0),  # type: ignore[arg-type]
+                   pair(conv.output_padding, 0), pair(conv.dilation, 1))
+
+
+def transposed_slice_norms(weight: torch.Tensor, x: torch.Tensor,
+                           geometry: TransposedGeometry) -> torch.Tensor:
+    """sum_n || |K_ij| (*)^T |x_ni| ||_F for a batch x [N, in, H, W] and a transposed
+    convolution's weight [in, out, kh, kw]: [out, in] (float64). One grouped transposed
+    convolution (groups = in) gives every (i, j) map: channel i * out + j."""
+    inputs, outputs = weight.shape[:2]
+    total = torch.zeros(outputs, inputs, dtype=torch.float64)
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, inputs * outputs * x[0, 0].numel() * 4))
+    kernel = weight.detach().abs().float()
+    for part in x.split(chunk):
+        maps = F.conv_transpose2d(part.detach().abs().float(), kernel, None, geometry.stride,
+                                  geometry.padding, geometry.output_padding, inputs,
+                                  geometry.dilation)
+        norms = maps.flatten(2).norm(dim=2).view(part.shape[0], inputs, outputs)
+        total += norms.sum(0, dtype=torch.float64).T
+    return total
+
+
+def transposed_output_positions(spatial: torch.Size | tuple[int, ...], kernel: tuple[int, ...],
+                                geometry: TransposedGeometry) -> int:
+    """H_out * W_out = prod ((size - 1) s - 2 p + d (k - 1) + output_padding + 1)."""
+    count = 1
+    for size, k, s, p, op, d in zip(spatial, kernel, geometry.stride, geometry.padding,
+                                    geometry.output_padding, geometry.dilation, strict=True):
+        count *= (size - 1) * s - 2 * p + d * (k - 1) + op + 1
+    return count
 
 
 def linear_input_sum(x: torch.Tensor) -> torch.Tensor:

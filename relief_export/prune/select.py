@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import ReliefError
+from .structure import unit_axis
 
 
 def keep_mask(scores: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -64,6 +65,8 @@ class MaskPlan:
         weight = self.masks[f"{layer}.weight"]
         inputs = keep[:, :-1].reshape(keep.shape[0], keep.shape[1] - 1,
                                       *([1] * (weight.dim() - 2)))
+        if unit_axis(self.layers[layer]) == 1:
+            inputs = inputs.transpose(0, 1)
         self.restrict(f"{layer}.weight", inputs.expand_as(weight))
         if f"{layer}.bias" in self.masks:
             self.restrict(f"{layer}.bias", keep[:, -1])
@@ -75,9 +78,11 @@ class MaskPlan:
             names += [f"{self.batchnorm_of[layer]}.weight", f"{self.batchnorm_of[layer]}.bias"]
         changed = False
         for name in names:
-            if name in self.masks and bool(self.masks[name][unit].any()):
-                self.masks[name][unit] = False
-                changed = True
+            axis = unit_axis(self.layers[layer]) if name == f"{layer}.weight" else 0
+            if name in self.masks:
+                row = self.masks[name].select(axis, unit)
+                changed |= bool(row.any())
+                row.fill_(False)
         return changed
 
     def close_gate(self, gate: str, channel: int) -> None:

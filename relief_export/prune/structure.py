@@ -27,8 +27,9 @@ from ..fx_ops import (
 from ..fx_trace import trace
 
 PURPOSE = "NNrelief"
-LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
-Layer = nn.Linear | nn.Conv1d | nn.Conv2d
+TRANSPOSED_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d)
+LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, *TRANSPOSED_TYPES)
+Layer = nn.Linear | nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
@@ -79,7 +80,7 @@ def discover(model: nn.Module, example: torch.Tensor | None = None) -> Structure
     modules = dict(graph_module.named_modules())
     structure = Structure(graph_module)
     for node in graph_module.graph.nodes:
-        if node.op == "call_module" and isinstance(modules[node.target], LAYER_TYPES) and \
+        if node.op == "call_module" and prunable(modules[node.target]) and \
                 id(modules[node.target]) in own:
             name = str(node.target)
             structure.layers[name] = modules[name]
@@ -101,8 +102,22 @@ def discover(model: nn.Module, example: torch.Tensor | None = None) -> Structure
 
 
 def find_layers(model: nn.Module) -> dict[str, Layer]:
-    """Every Linear / Conv1d / Conv2d by qualified module name."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, LAYER_TYPES)}
+    """Every prunable layer by qualified module name."""
+    return {n: m for n, m in model.named_modules() if prunable(m)}
+
+
+def is_transposed(layer: nn.Module) -> bool:
+    return isinstance(layer, TRANSPOSED_TYPES)
+
+
+def unit_axis(layer: nn.Module) -> int:
+    """The weight axis of the units: 0 ([out, in, ...]), 1 for a transposed convolution."""
+    return 1 if is_transposed(layer) else 0
+
+
+def prunable(layer: nn.Module) -> bool:
+    """Layers NNrelief scores: Linear, Conv1d / Conv2d, one-group transposed convolutions."""
+    return isinstance(layer, LAYER_TYPES) and not (is_transposed(layer) and layer.groups != 1)
 
 
 def out_units(layer: Layer) -> int:

@@ -241,3 +241,31 @@ def test_rewind_resets_surviving_weights_to_their_initial_values():
            rewind_to=initial, progress=False)
     mask = model[1].weight_mask
     assert torch.equal(model[1].weight, initial["1.weight"] * mask)
+
+
+def test_transposed_convolutions_are_pruned_along_their_output_axis():
+    """A UNet: the ConvTranspose2d's units are its weight's axis 1. A unit that never fires
+    (filters zero, bias -1 under a ReLU) loses its weights and bias along that axis; so does
+    every unit whose channel the decoder no longer reads (backward pruning); compaction then
+    removes them exactly."""
+    from relief_export.bench.families import SmallUNet
+    from relief_export.compile import compact_with_report
+
+    torch.manual_seed(0)
+    model = SmallUNet().eval()
+    with torch.no_grad():
+        model.up.weight[:, 3] = 0
+        model.up.bias[3] = -1.0
+    x = torch.randn(16, 3, 8, 8)
+    masks = relief_step(model, x, alpha_conv=0.99)
+    assert masks["up.weight"].shape == (16, 8, 2, 2)
+    units = masks["up.weight"].any(dim=(0, 2, 3))
+    read = masks["dec.0.weight"].any(dim=(0, 2, 3))[:8]  # up's channels come first in the cat
+    assert not units[3] and not masks["up.bias"][3]
+    assert units.tolist() == read.tolist() and 0 < int(units.sum()) < 8
+    assert torch.equal(masks["up.bias"], units)
+    small, report = compact_with_report(model, x[:2])
+    up = next(change for change in report.layers if change.name == "up")
+    assert up.shape_after[0] == int(units.sum())  # shape_after is the [out, in, k, k] view
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), atol=1e-5)

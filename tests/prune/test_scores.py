@@ -107,3 +107,35 @@ def test_inplace_activations_do_not_change_the_statistics():
     expected, got = relief_scores(plain, x), relief_scores(inplace, x)
     for name in expected:
         assert torch.equal(expected[name], got[name])
+
+
+def test_transposed_slice_norms_by_hand_and_by_loop():
+    """One input channel [[1, 2]] and a 2x2 kernel of ones, stride 2: the slice's map is
+    [[1, 1, 2, 2], [1, 1, 2, 2]], norm sqrt(4 * 1 + 4 * 4) = sqrt(20). Then a random layer
+    against a loop of single-channel conv_transpose2d calls, paper and reference scores."""
+    from relief_export.prune.scores import TransposedGeometry, transposed_slice_norms
+
+    layer = nn.ConvTranspose2d(1, 1, 2, stride=2, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    x = torch.tensor([[[[1.0, 2.0]]]])
+    got = transposed_slice_norms(layer.weight, x, TransposedGeometry.of(layer))
+    assert got.shape == (1, 1) and math.isclose(float(got), math.sqrt(20.0), rel_tol=1e-6)
+
+    torch.manual_seed(0)
+    layer = nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1)
+    x = torch.randn(5, 3, 6, 6)
+    expected = torch.zeros(4, 3, dtype=torch.float64)
+    for n in range(5):
+        for i in range(3):
+            for j in range(4):
+                kernel = layer.weight[i:i + 1, j:j + 1].abs()
+                maps = F.conv_transpose2d(x[n:n + 1, i:i + 1].abs(), kernel, stride=2,
+                                          padding=1, output_padding=1)
+                expected[j, i] += maps.norm().double()
+    got = transposed_slice_norms(layer.weight, x, TransposedGeometry.of(layer))
+    assert torch.allclose(got, expected, rtol=1e-5)
+    scores = relief_scores(nn.Sequential(layer), x)["0"]
+    positions = 12 * 12  # (6 - 1) * 2 - 2 + 2 + 1 + 1 = 12 per axis
+    assert torch.allclose(scores[:, :3], (expected / 5).float(), rtol=1e-5)
+    assert torch.allclose(scores[:, 3], layer.bias.abs().detach() * positions ** 0.5)
