@@ -27,13 +27,21 @@ class PassResult(Generic[S]):
 
 @dataclass(frozen=True)
 class Pass(Generic[S]):
-    """A named step; ``call`` does the work."""
+    """A named step; ``call`` does the work. ``requires`` / ``ensures`` state what must hold
+    before and after (a violation is a bug in the pass order or the pass: RuntimeError)."""
 
     name: str
     call: Callable[[S], PassResult[S]]
+    requires: Callable[[S], bool] = lambda state: True
+    ensures: Callable[[S], bool] = lambda state: True
 
     def __call__(self, state: S) -> PassResult[S]:
-        return self.call(state)
+        if not self.requires(state):
+            raise RuntimeError(f"pass {self.name}: its requirements do not hold")
+        result = self.call(state)
+        if not self.ensures(result.state):
+            raise RuntimeError(f"pass {self.name}: its guarantees do not hold")
+        return result
 
 
 @dataclass

@@ -40,3 +40,13 @@ def test_a_pass_that_never_settles_is_an_error():
     flip = Pass("flip", lambda s: PassResult(1 - s, True))
     with pytest.raises(RuntimeError, match="flip did not settle in 5 rounds"):
         fixed_point([flip], 0, limit=5)
+
+
+def test_requirements_and_guarantees_are_checked():
+    positive = Pass("sqrt", lambda s: PassResult(s ** 0.5, True), requires=lambda s: s >= 0)
+    assert run([positive], 16).state == 4.0
+    with pytest.raises(RuntimeError, match="pass sqrt: its requirements do not hold"):
+        run([positive], -1)
+    broken = Pass("negate", lambda s: PassResult(-s, True), ensures=lambda s: s >= 0)
+    with pytest.raises(RuntimeError, match="pass negate: its guarantees do not hold"):
+        run([broken], 3)

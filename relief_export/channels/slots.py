@@ -142,6 +142,18 @@ class ChannelEdit:
 
 
 @dataclass(frozen=True)
+class LeftWhole:
+    """An operation whose neighbourhood is kept whole: the node, its op, and why."""
+
+    node: str
+    op: str
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.op} ({self.node}): {self.why}"
+
+
+@dataclass(frozen=True)
 class PartialAdd:
     """out = stream + branch where the branch (a layer, maybe with BatchNorm) keeps only its
     live units: they are placed into the stream's channels by an index_select."""
@@ -162,7 +174,7 @@ class SlotGraph:
     layers: dict[fx.Node, lc.LayerCall] = field(default_factory=dict)
     pins: dict[int, str] = field(default_factory=dict)  # slot id -> reason
     edits: list[ChannelEdit] = field(default_factory=list)
-    unsupported: list[str] = field(default_factory=list)
+    unsupported: list[LeftWhole] = field(default_factory=list)
     read: set[Unit] = field(default_factory=set)  # units something reads (pruning)
     partial_adds: list[PartialAdd] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -828,7 +840,8 @@ class _Builder:
         arguments = fx.node.map_aggregate((node.args, node.kwargs), lambda a: a)
         if node.users and any(isinstance(a, fx.Node) and a in self.s.values
                               for a in _flatten(arguments)):
-            self.s.unsupported.append(f"{described}: {why}")
+            op = f"{node.op} {getattr(node.target, '__name__', node.target)}"
+            self.s.unsupported.append(LeftWhole(node.name, op, why))
         self._keep_all_whole(arguments, f"left uncompacted around unsupported {described}")
         width = _width(node)
         if not width:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -83,8 +83,9 @@ def _build(state: Compaction) -> PassResult[Compaction]:
     state.graph_module = graph_module
     state.slots = build(graph_module, state.partial_add_cost)
     state.report.captured = graph_module.meta.get(CAPTURED_BY, "torch.fx")
-    reasons = tuple(f"{UNCOMPACTED} unsupported {op}"
-                    for op in dict.fromkeys(state.slots.unsupported))
+    left_whole = list(dict.fromkeys(state.slots.unsupported))
+    state.report.left_whole = [asdict(entry) for entry in left_whole]
+    reasons = tuple(f"{UNCOMPACTED} unsupported {entry}" for entry in left_whole)
     state.report.notes += [*reasons, *state.slots.notes]
     return PassResult(state, True, reasons)
 
@@ -118,9 +119,20 @@ def _verify(state: Compaction) -> PassResult[Compaction]:
     return PassResult(state, False)
 
 
+def _built(state: Compaction) -> bool:
+    return state.graph_module is not None and state.slots is not None
+
+
+def _decided(state: Compaction) -> bool:
+    return _built(state) and state.decision is not None
+
+
 # build -> decide (the decide / align fixed point) -> rewrite -> fold BatchNorm -> verify
-PASSES = [Pass("build", _build), Pass("decide", _decide), Pass("rewrite", _rewrite),
-          Pass("fold BatchNorm", _fold), Pass("verify", _verify)]
+PASSES = [Pass("build", _build, ensures=_built),
+          Pass("decide", _decide, requires=_built, ensures=_decided),
+          Pass("rewrite", _rewrite, requires=_decided),
+          Pass("fold BatchNorm", _fold, requires=_built),
+          Pass("verify", _verify, requires=_built)]
 
 
 def verify(original: nn.Module, compacted: nn.Module, examples: Any, samples: int = 8,

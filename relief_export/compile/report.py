@@ -39,6 +39,7 @@ class CompactionReport:
     notes: list[str] = field(default_factory=list)
     max_relative_error: float = 0.0
     captured: str = "torch.fx"  # or "torch.export" (see relief_export.capture)
+    left_whole: list[dict[str, str]] = field(default_factory=list)  # {node, op, why}
 
     @property
     def params_before(self) -> int:

@@ -462,6 +462,9 @@ def test_unsupported_ops_are_named_with_the_reason():
     _, report = rx.compact_with_report(model, torch.randn(2, 3, 4, 4))
     assert any("interpolate" in note and "not in the channel table" in note
                for note in report.notes), report.notes
+    assert report.to_dict()["left_whole"] == [{"node": "interpolate",
+                                               "op": "call_function interpolate",
+                                               "why": "operation not in the channel table"}]
     _, model = masked_case("layer_norm_keeps_features")
     _, report = rx.compact_with_report(model, torch.randn(2, 4, 8))
     assert any(note.startswith("kept whole: 8 channels normalised together by norm (LayerNorm")
