@@ -12,8 +12,9 @@ from torch import fx, nn
 from .. import validate
 from ..capture import CAPTURED_BY, capture
 from ..channels.slots import PARTIAL_ADD_COST, SlotGraph, build
-from ..errors import ReliefError
+from ..errors import ReliefError, VerificationError
 from ..passes import Pass, PassResult, run
+from ..table import format_table
 from . import graph as g
 from .decide import Decision, decide
 from .fold import fold_batchnorms
@@ -137,43 +138,55 @@ PASSES = [Pass("build", _build, ensures=_built),
 
 def verify(original: nn.Module, compacted: nn.Module, examples: Any, samples: int = 8,
            seed: int = 0) -> float:
-    """max |a - b| / max |a| over every output, on the examples and on seeded random inputs of
-    their shapes (float inputs: normal and uniform; integer inputs such as token ids: uniform
-    over the examples' range); raises above 1e-5 or when the outputs' structure differs."""
+    """max |a - b| / max |a| per output, on the examples and on seeded random inputs of their
+    shapes (float inputs: normal and uniform; integer inputs such as token ids: uniform over
+    the examples' range). Above 1e-5, or outputs of another structure: VerificationError
+    (exit code 1) with a table per input batch and output."""
     examples = validate.examples(examples)
     generator = torch.Generator().manual_seed(seed)
-    draws = [examples, *(tuple(_random_like(x, samples, generator, kind) for x in examples)
-                         for kind in ("normal", "uniform"))]
-    worst = 0.0
+    draws = {"the examples": examples,
+             **{f"{samples} {label} samples (seed {seed})":
+                tuple(_random_like(x, samples, generator, kind) for x in examples)
+                for kind, label in (("normal", "N(0,1)"), ("uniform", "U(0,1)"))}}
+    rows: list[list[Any]] = []
     was_training = original.training
     g.set_mode(original, training=False)
     try:
         with torch.no_grad():
-            for inputs in draws:
-                worst = max(worst, _relative_error(original(*inputs), compacted(*inputs)))
+            for label, inputs in draws.items():
+                rows += [[label, *row] for row in _compare(original(*inputs),
+                                                           compacted(*inputs))]
     finally:
         g.set_mode(original, training=was_training)
+    worst = max(row[-1] for row in rows)
     if not worst <= TOLERANCE:
-        raise ReliefError(f"compaction changed the function (max relative error {worst:.2e} > "
-                          f"{TOLERANCE:.0e}); please report this model")
+        table = format_table(["inputs", "output", "max |error|", "max |output|", "relative"],
+                             rows)
+        raise VerificationError(f"compaction changed the function (max relative error "
+                                f"{worst:.2e} > {TOLERANCE:.0e}); please report this model\n"
+                                f"{table}")
     return worst
 
 
-def _relative_error(expected: Any, got: Any) -> float:
+def _compare(expected: Any, got: Any) -> list[list[Any]]:
+    """[output, max |error|, max |expected|, relative] per output leaf (pytree order)."""
     expected_leaves, got_leaves = pytree.tree_leaves(expected), pytree.tree_leaves(got)
     if len(expected_leaves) != len(got_leaves):
-        return float("inf")
-    worst = 0.0
-    for a, b in zip(expected_leaves, got_leaves, strict=True):
+        return [["structure", f"{len(got_leaves)} outputs", f"{len(expected_leaves)} outputs",
+                 float("inf")]]
+    rows: list[list[Any]] = []
+    for index, (a, b) in enumerate(zip(expected_leaves, got_leaves, strict=True)):
+        name = f"output {index}"
         if not isinstance(a, torch.Tensor) or not a.is_floating_point():
-            worst = max(worst, 0.0 if torch.equal(torch.as_tensor(a), torch.as_tensor(b))
-                        else float("inf"))
-            continue
-        if a.shape != b.shape:
-            return float("inf")
-        scale = a.abs().max().clamp_min(1e-12) if a.numel() else torch.tensor(1.0)
-        worst = max(worst, float((a - b).abs().max() / scale) if a.numel() else 0.0)
-    return worst
+            same = torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+            rows.append([name, "equal" if same else "differs", "", 0.0 if same else float("inf")])
+        elif a.shape != b.shape:
+            rows.append([name, f"shape {list(b.shape)}", f"shape {list(a.shape)}", float("inf")])
+        else:
+            error = float((a - b).abs().max()) if a.numel() else 0.0
+            scale = float(a.abs().max()) if a.numel() else 0.0
+            rows.append([name, error, scale, error / max(scale, 1e-12) if error else 0.0])
+    return rows
 
 
 def _random_like(example: torch.Tensor, samples: int, generator: torch.Generator,

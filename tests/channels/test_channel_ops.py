@@ -22,7 +22,7 @@ from onnx.reference import ReferenceEvaluator
 from torch import nn
 
 import relief_export as rx
-from relief_export.errors import ReliefError
+from relief_export.errors import VerificationError
 from relief_export.ort import session
 
 
@@ -496,8 +496,13 @@ def test_a_compaction_that_changes_the_function_is_an_error(monkeypatch):
 
     monkeypatch.setattr(compact_module, "rewrite", corrupting)
     _, model = masked_case("linear_on_tokens")
-    with pytest.raises(ReliefError, match="compaction changed the function"):
+    with pytest.raises(VerificationError, match="compaction changed the function") as caught:
         rx.compact(model, torch.randn(2, 5, 16))
+    assert caught.value.exit_code == 1
+    table = str(caught.value).splitlines()
+    assert table[1].split() == ["inputs", "output", "max", "|error|", "max", "|output|",
+                                "relative"]
+    assert sum("output 0" in line for line in table) == 3  # examples, N(0,1), U(0,1)
 
 
 def test_grouped_and_depth_multiplier_convolutions_lose_whole_groups():
