@@ -22,3 +22,17 @@ def outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         return model(x)
+
+
+# one zoo model per family runs in the default set; the rest of the zoo in the slow set
+FAST_ZOO = ("lenet300_100", "lenet5", "vgg11", "resnet20", "resnet18")
+
+
+def zoo_params() -> list:
+    """Every zoo name for pytest.mark.parametrize, those outside FAST_ZOO marked slow."""
+    import pytest
+
+    from relief_export import models
+
+    return [name if name in FAST_ZOO else pytest.param(name, marks=pytest.mark.slow)
+            for name in models.names()]

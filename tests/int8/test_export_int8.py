@@ -71,6 +71,7 @@ def test_int8_export_end_to_end(trained_lenet, tmp_path, capsys):
     assert code == 0 and "int8 choice" in shown and int8["chosen"] in shown
 
 
+@pytest.mark.slow
 def test_auto_writes_the_fastest_of_the_three_it_timed(trained_lenet, tmp_path, capsys):
     out, report_path = tmp_path / "q.onnx", tmp_path / "r.json"
     code, _, err = run_cli([trained_lenet, "--out", out, "--int8", "--calib-method", "minmax",
@@ -133,6 +134,7 @@ def near_tie_checkpoint(folder):
                            input_shape=MNIST_SHAPE, data="mnist5k")
 
 
+@pytest.mark.slow
 def test_the_agreement_gate_fails_with_exit_1_and_no_file(tmp_path, capsys):
     source = near_tie_checkpoint(tmp_path)
     out = tmp_path / "q.onnx"
@@ -216,6 +218,7 @@ def test_synthetic_calibration_is_said(no_data_checkpoint, tmp_path, capsys):
     assert "synthetic" in stdout
 
 
+@pytest.mark.slow
 def test_bench_adds_the_dense_int8_row(trained_lenet, tmp_path, capsys):
     ours, dense, dense_int8 = tmp_path / "o.onnx", tmp_path / "d.onnx", tmp_path / "d8.onnx"
     assert run_cli([trained_lenet, "--out", ours, "--dense-out", dense], capsys)[0] == 0

@@ -21,10 +21,10 @@ from relief_export.ort import session
 from relief_export.pipeline import export_onnx
 
 from ..compile.masking import random_masks
-from ..helpers import outputs, run_cli
+from ..helpers import outputs, run_cli, zoo_params
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", zoo_params())
 def test_zoo_models_through_every_encoding(name):
     torch.manual_seed(0)
     model = models.build(name).eval()
