@@ -14,6 +14,7 @@ from ..capture import CAPTURED_BY, capture
 from ..channels.slots import PARTIAL_ADD_COST, SlotGraph, build
 from ..errors import ReliefError, VerificationError
 from ..passes import Pass, PassResult, run
+from ..seeded import random_like
 from ..table import format_table
 from . import graph as g
 from .decide import Decision, decide
@@ -146,7 +147,7 @@ def verify(original: nn.Module, compacted: nn.Module, examples: Any, samples: in
     generator = torch.Generator().manual_seed(seed)
     draws = {"the examples": examples,
              **{f"{samples} {label} samples (seed {seed})":
-                tuple(_random_like(x, samples, generator, kind) for x in examples)
+                tuple(random_like(x, samples, generator, kind) for x in examples)
                 for kind, label in (("normal", "N(0,1)"), ("uniform", "U(0,1)"))}}
     rows: list[list[Any]] = []
     was_training = original.training
@@ -187,16 +188,6 @@ def _compare(expected: Any, got: Any) -> list[list[Any]]:
             scale = float(a.abs().max()) if a.numel() else 0.0
             rows.append([name, error, scale, error / max(scale, 1e-12) if error else 0.0])
     return rows
-
-
-def _random_like(example: torch.Tensor, samples: int, generator: torch.Generator,
-                 kind: str) -> torch.Tensor:
-    shape = (samples, *example.shape[1:])
-    if example.is_floating_point():
-        draw = torch.randn if kind == "normal" else torch.rand
-        return draw(shape, generator=generator, dtype=example.dtype)
-    low, high = int(example.min()), int(example.max()) + 1
-    return torch.randint(low, high, shape, generator=generator, dtype=example.dtype)
 
 
 def _check_arity(graph_module: fx.GraphModule, given: int) -> None:

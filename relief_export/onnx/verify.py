@@ -15,6 +15,7 @@ from torch import nn
 
 from ..errors import VerificationError, first_line
 from ..ort import session
+from ..seeded import random_like
 from ..table import format_table
 
 Inputs = tuple[torch.Tensor, ...]
@@ -108,17 +109,7 @@ def seeded_inputs(examples: list[int] | Sequence[torch.Tensor], samples: int = 8
     generator = torch.Generator().manual_seed(seed)
 
     def draw(batch: int, kind: str) -> Inputs:
-        drawn = []
-        for x in tensors:
-            size = (batch, *x.shape[1:])
-            if x.is_floating_point():
-                sample = torch.randn if kind == "normal" else torch.rand
-                drawn.append(sample(size, generator=generator, dtype=x.dtype))
-            else:
-                low, high = (int(x.min()), int(x.max()) + 1) if x.numel() else (0, 1)
-                drawn.append(torch.randint(low, high, size, generator=generator,
-                                           dtype=x.dtype))
-        return tuple(drawn)
+        return tuple(random_like(x, batch, generator, kind) for x in tensors)
 
     return {f"{samples} N(0,1) samples (seed {seed})": draw(samples, "normal"),
             f"{samples} U(0,1) samples (seed {seed})": draw(samples, "uniform"),
