@@ -1,6 +1,8 @@
 """The channel interpreter: how channels (features) flow through a traced graph, op by op,
 read by pruning (which units are read) and by compaction (which channels can go)."""
 
-from .slots import SlotGraph, Slots, build, read_units
+from .builder import build, read_units
+from .ops.two_value import PARTIAL_ADD_COST
+from .structures import ChannelEdit, SlotGraph, Slots
 
-__all__ = ["SlotGraph", "Slots", "build", "read_units"]
+__all__ = ["PARTIAL_ADD_COST", "ChannelEdit", "SlotGraph", "Slots", "build", "read_units"]

@@ -11,7 +11,7 @@ from torch import fx, nn
 
 from .. import validate
 from ..capture import CAPTURED_BY, capture
-from ..channels.slots import PARTIAL_ADD_COST, SlotGraph, build
+from ..channels import PARTIAL_ADD_COST, SlotGraph, build
 from ..errors import ReliefError, VerificationError
 from ..passes import Pass, PassResult, run
 from ..seeded import random_like

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
-from ..channels.slots import SlotGraph
+from ..channels import SlotGraph
 from ..passes import Pass, PassResult, fixed_point
 from .report import ALIGN_REASON
 

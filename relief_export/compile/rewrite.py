@@ -13,7 +13,7 @@ import torch
 from torch import fx, nn
 
 from .. import layers
-from ..channels.slots import ChannelEdit, SlotGraph
+from ..channels import ChannelEdit, SlotGraph
 from ..fx_attrs import free_attribute_name
 from . import graph as g
 from .decide import Decision

@@ -299,6 +299,28 @@ class ActivationsPoolingExpand(nn.Module):
         return self.head(y * gate.expand_as(y))
 
 
+class Flipped(nn.Module):
+    """torch.flip over height and width, and the flip method over width: channels stay."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 2, 3)
+
+    def forward(self, x):
+        return self.head(torch.flip(F.relu(self.conv(x)), [2, 3]).flip(-1))
+
+
+class FlippedChannels(nn.Module):
+    """A flip of the channel axis reverses the channels: not modelled, kept whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.flip(F.relu(self.conv(x)), [1]))
+
+
 class Unsupported(nn.Module):
     """F.interpolate is not in the table: its neighbourhood stays whole, exactly."""
 
@@ -385,6 +407,13 @@ CASES = {
     "activations_pooling_expand": Case(ActivationsPoolingExpand, image(3, 6, 6),
                                        lambda m: kill(m.conv, [0]),
                                        {"conv": [7, 3, 3, 3], "fc": [7, 7], "head": [2, 7, 1, 1]}),
+    # conv loses 0-2: relu(0) = 0 stays 0 under a spatial flip, so head's columns 0-2 go
+    "flip_positions": Case(Flipped, image(3, 6, 6), lambda m: kill(m.conv, [0, 1, 2]),
+                           {"conv": [5, 3, 3, 3], "head": [2, 5, 3, 3]}),
+    # a flip over channels is outside the flip rule: both layers keep all 8 channels
+    "flip_channels_left_whole": Case(FlippedChannels, image(3, 4, 4),
+                                     lambda m: kill(m.conv, [0, 1]),
+                                     {"conv": [8, 3, 1, 1], "head": [2, 8, 1, 1]}),
     "unsupported_op_left_whole": Case(Unsupported, image(3, 4, 4), lambda m: kill(m.conv, [0]),
                                       {"conv": [8, 3, 1, 1], "head": [2, 8, 1, 1]}),
 }
