@@ -14,7 +14,7 @@ from ._version import __version__
 # public name -> module that defines it
 _EXPORTS = {
     "BenchReport": ".bench", "benchmark": ".bench",
-    "load_model": ".checkpoint", "read_model": ".checkpoint", "save_checkpoint": ".checkpoint",
+    "load_model": ".inputs", "read_model": ".inputs", "save_checkpoint": ".inputs",
     "CompactionReport": ".compile", "compact": ".compile", "compact_with_report": ".compile",
     "ReliefError": ".errors", "VerificationError": ".errors",
     "ExportReport": ".pipeline", "export_onnx": ".pipeline",
@@ -29,14 +29,14 @@ __all__ = ["BenchReport", "CompactionReport", "ExportReport", "ReliefError",
 if TYPE_CHECKING:
     from .bench import BenchReport as BenchReport
     from .bench import benchmark as benchmark
-    from .checkpoint import load_model as load_model
-    from .checkpoint import read_model as read_model
-    from .checkpoint import save_checkpoint as save_checkpoint
     from .compile import CompactionReport as CompactionReport
     from .compile.compact import compact as compact
     from .compile.compact import compact_with_report as compact_with_report
     from .errors import ReliefError as ReliefError
     from .errors import VerificationError as VerificationError
+    from .inputs import load_model as load_model
+    from .inputs import read_model as read_model
+    from .inputs import save_checkpoint as save_checkpoint
     from .pipeline import ExportReport as ExportReport
     from .pipeline import export_onnx as export_onnx
     from .prune.relief import relief as relief

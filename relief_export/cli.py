@@ -154,7 +154,7 @@ def _demo_parser(sub) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> dict:
-    from .demo import run_demo
+    from .commands.demo import run_demo
 
     return {"report": str(run_demo(args.out, quick=args.quick))}
 

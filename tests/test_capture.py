@@ -14,7 +14,7 @@ from torch import nn
 
 import relief_export as rx
 from relief_export.errors import ReliefError
-from relief_export.ort import session
+from relief_export.runtime.ort import session
 
 from .helpers import run_cli
 

@@ -5,8 +5,8 @@ import torch
 from torch.nn.utils import prune
 
 from relief_export import load_model, models, read_model, save_checkpoint
-from relief_export.checkpoint import tensor_sha256
 from relief_export.errors import ReliefError
+from relief_export.inputs import tensor_sha256
 
 from .helpers import outputs, tiny_mlp
 

@@ -14,8 +14,9 @@ from torch import nn
 import relief_export as rx
 from relief_export import models
 from relief_export.bench.masks import relief_like_masks
-from relief_export.onnx_input import ONNX_OPS
-from relief_export.ort import session
+from relief_export.graph.masks import effective_state_dict
+from relief_export.inputs.onnx_ops import ONNX_OPS
+from relief_export.runtime.ort import session
 
 from .helpers import run_cli
 
@@ -351,7 +352,7 @@ def test_state_dict_with_its_class_from_the_current_folder(tmp_path, capsys, mon
 def test_state_dict_of_a_zoo_model(tmp_path, capsys):
     model = _masked("lenet5")
     weights = tmp_path / "lenet5.pt"
-    torch.save({"state_dict": rx.masks.effective_state_dict(model)}, weights)
+    torch.save({"state_dict": effective_state_dict(model)}, weights)
     out = tmp_path / "l5.onnx"
     code, _, err = run_cli([weights, "--arch", "lenet5", "--out", out, "--input-shape",
                             "1,1,28,28"], capsys)

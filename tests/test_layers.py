@@ -64,7 +64,7 @@ def reaches(source_prefix: str, target_prefix: str) -> list[str]:
 
 
 def test_the_stages_see_only_modules_and_files():
-    assert reaches("relief_export.onnx", "relief_export.checkpoint") == []
+    assert reaches("relief_export.onnx", "relief_export.inputs") == []
     assert reaches("relief_export.onnx", "relief_export.compile") == []
     assert reaches("relief_export.onnx", "relief_export.pipeline") == []
     assert reaches("relief_export.bench", "relief_export.prune") == []
@@ -73,11 +73,44 @@ def test_the_stages_see_only_modules_and_files():
     assert reaches("relief_export.compile", "relief_export.prune") == []
     assert reaches("relief_export.commands", "relief_export.cli") == []
     assert reaches("relief_export.onnx", "relief_export._version") == []
+    for stage in ("inputs", "channels", "compile", "prune", "onnx", "int8", "bench"):
+        for above in ("pipeline", "commands", "cli"):
+            assert reaches(f"relief_export.{stage}", f"relief_export.{above}") == []
+
+
+def test_the_inputs_read_files_and_build_nothing_else():
+    for stage in ("channels", "compile", "prune", "int8", "bench"):
+        assert reaches("relief_export.inputs", f"relief_export.{stage}") == []
+    # of the ONNX stage, only our files' weights checksum (a fact of the file format)
+    assert reaches("relief_export.inputs", "relief_export.onnx") == [
+        "relief_export.inputs.onnx_graph -> relief_export.onnx.integrity"]
+
+
+def test_graph_utilities_and_the_channel_table_sit_below_the_stages():
+    for stage in ("inputs", "channels", "compile", "prune", "onnx", "int8", "bench",
+                  "pipeline", "commands"):
+        assert reaches("relief_export.graph", f"relief_export.{stage}") == []
+        assert reaches("relief_export.runtime", f"relief_export.{stage}") == []
+    for stage in ("inputs", "compile", "prune", "onnx", "int8", "bench"):
+        assert reaches("relief_export.channels", f"relief_export.{stage}") == []
+
+
+def test_the_layout_targets():
+    """Few modules at the root, none over 400 lines, op families under 250."""
+    root = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert len(root) <= 12, root
+    lines = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    assert {name: n for name, n in lines.items() if n > 400} == {}
+    families = {name: n for name, n in lines.items()
+                if name.startswith("relief_export.channels.ops.")}
+    assert len(families) >= 8
+    assert {name: n for name, n in families.items() if n >= 250} == {}
 
 
 def test_the_walk_sees_real_edges():
     """A walker that found nothing would pass every test above."""
-    assert "relief_export.onnx.emit" in GRAPH["relief_export.pipeline"]
-    assert "relief_export.checkpoint" in GRAPH["relief_export.pipeline"]
-    assert "relief_export.ort" in GRAPH["relief_export.bench.latency"]
+    assert "relief_export.onnx.emit" in GRAPH["relief_export.pipeline.export"]
+    assert "relief_export.inputs" in GRAPH["relief_export.pipeline.export"]
+    assert "relief_export.runtime.ort" in GRAPH["relief_export.bench.latency"]
     assert "relief_export.commands._options" in GRAPH["relief_export.cli"]
+    assert "relief_export.channels.table" in GRAPH["relief_export.channels.ops.movement"]

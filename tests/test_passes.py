@@ -2,7 +2,7 @@
 
 import pytest
 
-from relief_export.passes import Pass, PassResult, fixed_point, run
+from relief_export.graph.passes import Pass, PassResult, fixed_point, run
 
 
 def halve(state: int) -> PassResult[int]:

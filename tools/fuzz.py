@@ -49,9 +49,9 @@ from torch.nn.utils import prune
 
 import relief_export as rx
 from relief_export import models
-from relief_export.checkpoint import tensor_sha256
 from relief_export.cli import main as cli_main
 from relief_export.errors import ReliefError
+from relief_export.inputs import tensor_sha256
 
 MARKER_NAME = "PWNED"
 SENTINEL = b"an earlier output that a failed run must leave alone\n"

@@ -271,7 +271,7 @@ def measure(name: str, mask: str, seed: int = 0) -> dict[str, Any]:
         if FAMILIES[name].archive:
             source = Path(folder) / "model.pt2"
             torch.export.save(torch.export.export(model, inputs), source)
-            from ..checkpoint import read_model
+            from ..inputs import read_model
 
             report = compact_with_report(read_model(source).model, inputs)[1]
         else:

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import ReliefError, first_line
-from ..ort import session
+from ..runtime.ort import session
 
 
 def create_session(model: bytes | str, threads: int) -> tuple[ort.InferenceSession, float]:

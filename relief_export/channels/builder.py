@@ -34,8 +34,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from .. import fx_ops as ops
-from ..fx_attrs import attribute_value
+from ..graph import ops
+from ..graph.attrs import attribute_value
 from . import layer_call as lc
 from . import table
 from .layer_call import shape_of

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from ..fx_ops import LAYER_FUNCTIONS
+from ..graph.ops import LAYER_FUNCTIONS
 
 
 @dataclass

@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from .. import validate
-from ..checkpoint import read_model
 from ..compile.graph import unmasked_copy
 from ..errors import ReliefError, first_line
+from ..inputs import read_model
+from ..inputs.safe_torch import ONNX, sniff
 from ..onnx.integrity import check_integrity
 from ..pipeline import export_onnx, tensor_table
 from ..progress import is_quiet
-from ..safe_torch import ONNX, sniff
 from ..table import format_table
 from ._options import source_options
 

@@ -21,10 +21,10 @@ from typing import Any
 import torch
 
 from .. import data, models, validate
-from ..checkpoint import LoadedModel, read_model, save_checkpoint
 from ..errors import ReliefError
 from ..files import check_output
-from ..masks import effective_state_dict
+from ..graph.masks import effective_state_dict
+from ..inputs import LoadedModel, read_model, save_checkpoint
 from ..prune.distributed import World
 from ..prune.relief import ReliefConfig, RunControl, RunInterrupted, RunState, relief
 from ..prune.resume import load_run_state, save_run_state, state_path

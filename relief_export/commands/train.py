@@ -7,9 +7,9 @@ import argparse
 import torch
 
 from .. import data, models
-from ..checkpoint import save_checkpoint
 from ..errors import ReliefError, first_line
 from ..files import check_output
+from ..inputs import save_checkpoint
 from ..prune.train import evaluate, fit
 from ._options import fit_config
 

@@ -10,11 +10,11 @@ import torch.utils._pytree as pytree
 from torch import fx, nn
 
 from .. import validate
-from ..capture import CAPTURED_BY, capture
 from ..channels import PARTIAL_ADD_COST, SlotGraph, build
 from ..errors import ReliefError, VerificationError
-from ..passes import Pass, PassResult, run
-from ..seeded import random_like
+from ..graph.passes import Pass, PassResult, run
+from ..inputs.capture import CAPTURED_BY, capture
+from ..runtime.seeded import random_like
 from ..table import format_table
 from . import graph as g
 from .decide import Decision, decide

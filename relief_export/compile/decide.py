@@ -9,7 +9,7 @@ import torch
 from torch import fx
 
 from ..channels import SlotGraph
-from ..passes import Pass, PassResult, fixed_point
+from ..graph.passes import Pass, PassResult, fixed_point
 from .report import ALIGN_REASON
 
 

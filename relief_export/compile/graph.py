@@ -19,8 +19,8 @@ from ..channels.layer_call import (  # noqa: F401 - the compile package's view o
     shape_of,
 )
 from ..errors import ReliefError, first_line
-from ..fx_ops import SIZED_RESHAPE_METHODS, SIZED_RESHAPES  # noqa: F401
-from ..fx_trace import quiet_interpreter, root_cause
+from ..graph.ops import SIZED_RESHAPE_METHODS, SIZED_RESHAPES  # noqa: F401
+from ..graph.trace import quiet_interpreter, root_cause
 
 
 def unmasked_copy(model: nn.Module) -> nn.Module:

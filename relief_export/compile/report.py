@@ -38,7 +38,7 @@ class CompactionReport:
     batchnorm_folded: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     max_relative_error: float = 0.0
-    captured: str = "torch.fx"  # or "torch.export" (see relief_export.capture)
+    captured: str = "torch.fx"  # or "torch.export" (see relief_export.inputs.capture)
     left_whole: list[dict[str, str]] = field(default_factory=list)  # {node, op, why}
 
     @property

@@ -14,7 +14,7 @@ import onnx
 from ..bench.latency import time_interleaved
 from ..errors import ReliefError, VerificationError
 from ..onnx.quantize import CALIBRATION_METHODS, left_in_fp32, quantize
-from ..ort import session
+from ..runtime.ort import session
 from .accuracy import Agreement, agreement, predictions
 from .layers import LayerChoice, choose_layers
 from .samples import Samples, int8_samples

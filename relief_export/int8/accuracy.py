@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ReliefError, first_line
-from ..ort import session
+from ..runtime.ort import session
 
 BATCH = 256
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 
 from ..bench.latency import time_interleaved
 from ..onnx.quantize import layer_nodes, quantize
-from ..ort import session
+from ..runtime.ort import session
 
 REPEATS = 7
 

@@ -14,8 +14,8 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from ..errors import VerificationError, first_line
-from ..ort import session
-from ..seeded import random_like
+from ..runtime.ort import session
+from ..runtime.seeded import random_like
 from ..table import format_table
 
 Inputs = tuple[torch.Tensor, ...]

@@ -19,7 +19,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import ReliefError, first_line
-from ..fx_trace import quiet_interpreter, root_cause
+from ..graph.trace import quiet_interpreter, root_cause
 from .scores import (
     ConvGeometry,
     TransposedGeometry,

@@ -15,7 +15,7 @@ from .. import validate
 from ..channels import read_units
 from ..data.tensors import batches
 from ..errors import ReliefError
-from ..passes import Pass, PassResult, fixed_point
+from ..graph.passes import Pass, PassResult, fixed_point
 from ..progress import progress as show_progress
 from .activity import Activity, collect, iterate_inputs
 from .distributed import LOCAL, World, reduce_activity, tensor_digest

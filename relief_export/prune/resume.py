@@ -20,8 +20,8 @@ from torch import nn
 
 from ..errors import ReliefError
 from ..files import write_file
-from ..masks import apply_masks, masks_of
-from ..safe_torch import load_torch_file
+from ..graph.masks import apply_masks, masks_of
+from ..inputs.safe_torch import load_torch_file
 from .distributed import World
 from .relief import RunState
 from .train import FitResult, FitState

@@ -90,7 +90,7 @@ class MaskPlan:
 
     def apply(self) -> None:
         """Write the masks into the model: prune masks on parameters, zeros in gate buffers."""
-        from ..masks import apply_masks
+        from ..graph.masks import apply_masks
 
         parameters = {n: m for n, m in self.masks.items() if not _is_buffer(self.model, n)}
         apply_masks(self.model, parameters)

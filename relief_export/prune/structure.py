@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from ..capture import capture
 from ..errors import ReliefError
-from ..fx_attrs import attribute_node
-from ..fx_ops import (
+from ..graph.attrs import attribute_node
+from ..graph.ops import (
     ADD_FUNCTIONS,
     ELEMENTWISE_FUNCTIONS,
     ELEMENTWISE_METHODS,
@@ -24,7 +23,8 @@ from ..fx_ops import (
     IDENTITY_MODULES,
     MUL_FUNCTIONS,
 )
-from ..fx_trace import trace
+from ..graph.trace import trace
+from ..inputs.capture import capture
 
 PURPOSE = "NNrelief"
 TRANSPOSED_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d)

@@ -16,7 +16,7 @@ from relief_export.bench.report import BenchReport, Measurement, ModelInfo
 from relief_export.bench.run import top1
 from relief_export.errors import ReliefError
 from relief_export.onnx.emit import to_onnx
-from relief_export.ort import session
+from relief_export.runtime.ort import session
 
 from ..helpers import run_cli
 

@@ -23,7 +23,7 @@ from torch import nn
 
 import relief_export as rx
 from relief_export.errors import VerificationError
-from relief_export.ort import session
+from relief_export.runtime.ort import session
 
 
 def kill(layer: nn.Module, units: list[int]) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from relief_export import benchmark, data, models, read_model, save_checkpoint
-from relief_export.ort import session
+from relief_export.runtime.ort import session
 
 from ..compile.masking import random_masks
 from ..helpers import outputs, run_cli

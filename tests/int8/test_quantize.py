@@ -15,7 +15,7 @@ from relief_export.onnx.compat import max_ir_version
 from relief_export.onnx.passes import DropIdentityMul
 from relief_export.onnx.quantize import layer_nodes, left_in_fp32, quantize
 from relief_export.onnx.verify import same_outputs
-from relief_export.ort import session
+from relief_export.runtime.ort import session
 
 
 def mlp() -> onnx.ModelProto:

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from relief_export.onnx.formats import MODES
 from relief_export.onnx.formats.base import PREFIX
 from relief_export.onnx.passes import CapIrVersion, EncodeWeights, SetMetadata
-from relief_export.ort import session
+from relief_export.runtime.ort import session
 
 
 def tiny_model(seed: int = 0, opset: int = 18) -> ir.Model:

@@ -17,8 +17,8 @@ from relief_export.onnx.compat import max_ir_version
 from relief_export.onnx.emit import to_onnx
 from relief_export.onnx.formats import MODES
 from relief_export.onnx.passes import EncodeWeights
-from relief_export.ort import session
 from relief_export.pipeline import export_onnx
+from relief_export.runtime.ort import session
 
 from ..compile.masking import random_masks
 from ..helpers import outputs, run_cli, zoo_params
@@ -187,7 +187,7 @@ def test_a_failed_verification_exits_1_and_keeps_the_old_file(tmp_path, capsys, 
     checkpoint, _ = pruned_lenet_checkpoint(tmp_path / "m.pt")
     out = tmp_path / "m.onnx"
     out.write_bytes(b"old")
-    import relief_export.pipeline as pipeline
+    import relief_export.pipeline.export as pipeline
 
     class Corrupting(EncodeWeights):
         """Encodes, then adds 1 to one stored array: the file must fail verification."""

@@ -11,7 +11,7 @@ from hypothesis.extra.numpy import arrays
 from onnx.reference import ReferenceEvaluator
 
 from relief_export.onnx.formats import FORMATS, MODES, Decoder, decode, smallest
-from relief_export.ort import session
+from relief_export.runtime.ort import session
 
 
 def encode(tensor, name):

@@ -6,7 +6,7 @@ from torch import nn
 from relief_export import data, models
 from relief_export.channels import read_units
 from relief_export.errors import ReliefError
-from relief_export.masks import effective_state_dict
+from relief_export.graph.masks import effective_state_dict
 from relief_export.prune import FitConfig, ReliefConfig, relief, relief_step
 from relief_export.prune.structure import discover, find_layers, out_units
 

@@ -12,9 +12,9 @@ from onnx import numpy_helper
 
 import relief_export as rx
 from relief_export import models
-from relief_export.checkpoint import tensor_sha256
 from relief_export.cli import main
 from relief_export.errors import ReliefError
+from relief_export.inputs import tensor_sha256
 from relief_export.onnx.integrity import weights_sha256
 
 ARCH = {"name": "lenet300_100", "kwargs": {}}

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import fx
 
-from ... import fx_ops as ops
+from ...graph import ops
 from .. import layer_call as lc
 from ..structures import Slots
 from ..table import rule
@@ -24,7 +24,7 @@ def attention(b: Builder, node: fx.Node) -> Slots | None:
     constant. A head's queries, keys and values go or stay together (one group per head);
     queries and keys count as read."""
     q, k, v = (b.of(lc.arg(node, i, name)) for i, name in enumerate(("query", "key",
-                                                                         "value")))
+                                                                     "value")))
     if q is None or k is None or v is None or lc.arg(node, 4, "dropout_p", 0.0) or \
             lc.arg(node, 7, "enable_gqa", False):
         return None

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import fx, nn
 
-from ... import fx_ops as ops
+from ...graph import ops
 from .. import layer_call as lc
 from ..layer_call import shape_of
 from ..structures import ChannelEdit, Slots
@@ -58,7 +58,7 @@ def transpose(b: Builder, node: fx.Node) -> Slots | None:
         return None
     swap = {first % len(shape): second % len(shape), second % len(shape): first % len(shape)}
     inner = None if source.inner_axis is None else swap.get(source.inner_axis,
-                                                             source.inner_axis)
+                                                            source.inner_axis)
     return source.moved(swap.get(source.axis, source.axis), inner)
 
 

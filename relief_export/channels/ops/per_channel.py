@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import fx, nn
 
-from ... import fx_ops as ops
+from ...graph import ops
 from .. import layer_call as lc
 from ..structures import ChannelEdit, Slots
 from ..table import rule

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import fx, nn
 
-from ... import fx_ops as ops
+from ...graph import ops
 from .. import layer_call as lc
 from ..layer_call import shape_of
 from ..structures import ChannelEdit, Slots

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import fx, nn
 
-from ... import fx_ops as ops
-from ...fx_attrs import attribute_node
+from ...graph import ops
+from ...graph.attrs import attribute_node
 from .. import layer_call as lc
 from ..layer_call import shape_of
 from ..structures import NO_UNITS, ChannelEdit, PartialAdd, Slots, Unit

@@ -23,8 +23,10 @@ import torch
 import torch.utils._pytree as pytree
 from torch.export.pt2_archive import constants as layout
 
-from .errors import ReliefError, first_line
-from .quiet import quiet_libraries
+from ..errors import ReliefError, first_line
+from ..quiet import quiet_libraries
+from .capture import program_module
+from .loaded import LoadedModel
 from .safe_torch import (
     load_bytes_weights_only,
     no_unpickling,
@@ -245,3 +247,43 @@ def _check_sample_inputs(path: Path, name: str) -> None:
         raise ReliefError(f"{path}: member {name} (sample inputs) holds pickled Python "
                           f"objects ({found}); refused because unpickling runs code from the "
                           f"file ({TRUST_HINT})") from None
+
+
+def read_export_archive(source: Path, trust: bool) -> LoadedModel:
+    program = load_export_archive(source, trust=trust)
+    placeholders = [node for node in program.graph.nodes if node.op == "placeholder"
+                    and node.name in program.graph_signature.user_inputs]
+    values = [node.meta.get("val") for node in placeholders]
+    shape, examples = None, None
+    if not all(isinstance(v, torch.Tensor) for v in values):
+        raise ReliefError(f"{source}: the program's inputs are not all tensors; export a "
+                          "wrapper whose forward takes tensors only")
+    if len(values) == 1 and values[0].is_floating_point():
+        shape = _concrete(values[0].shape)
+    else:
+        examples = _recorded_examples(program, values)
+    module = program_module(program, str(source))
+    return LoadedModel(module, source, "torch.export", shape, example_inputs=examples)
+
+
+def _concrete(shape: Any) -> list[int]:
+    """Symbolic sizes (a dynamic batch axis) become 1."""
+    return [int(d) if isinstance(d, int) else 1 for d in shape]
+
+
+def _recorded_examples(program: torch.export.ExportedProgram, values: list[Any]
+                       ) -> tuple[torch.Tensor, ...]:
+    """The example inputs saved in the archive when they fit the graph's inputs, else seeded
+    ones of its shapes: U(0, 1) for floats, zeros for integers (index 0 exists in every
+    embedding table)."""
+    recorded = program.example_inputs
+    if recorded is not None:
+        args, kwargs = recorded
+        if not kwargs and len(args) == len(values) and all(
+                isinstance(a, torch.Tensor) and a.dtype == v.dtype and a.dim() == v.dim()
+                for a, v in zip(args, values, strict=True)):
+            return tuple(a.detach().clone() for a in args)
+    generator = torch.Generator().manual_seed(0)
+    return tuple(torch.rand(_concrete(v.shape), generator=generator, dtype=v.dtype)
+                 if v.is_floating_point() else torch.zeros(_concrete(v.shape), dtype=v.dtype)
+                 for v in values)

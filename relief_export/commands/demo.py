@@ -12,17 +12,17 @@ from pathlib import Path
 
 import torch
 
-from . import data, models
-from .bench import benchmark
-from .bench.machine import describe
-from .checkpoint import save_checkpoint
-from .drawing import draw_lenet300
-from .errors import ReliefError, VerificationError
-from .figures import batch_axis, png_bytes, pyplot
-from .files import write_file
-from .pipeline import export_onnx
-from .prune import FitConfig, ReliefConfig, evaluate, fit, relief
-from .table import format_table
+from .. import data, models
+from ..bench import benchmark
+from ..bench.machine import describe
+from ..errors import ReliefError, VerificationError
+from ..figures import batch_axis, png_bytes, pyplot
+from ..files import write_file
+from ..inputs import save_checkpoint
+from ..pipeline import export_onnx
+from ..prune import FitConfig, ReliefConfig, evaluate, fit, relief
+from ..table import format_table
+from .demo_figure import draw_lenet300
 
 
 @dataclass(frozen=True)

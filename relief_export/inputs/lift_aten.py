@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from . import layers
-from .fx_attrs import free_attribute_name
+from ..graph import layers
+from ..graph.attrs import free_attribute_name
 
 aten = torch.ops.aten
 # ops evaluated when every tensor argument is constant: the prune-hook product and its casts

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .figures import png_bytes, pyplot
-from .files import write_file
-from .prune import relief_scores
+from ..figures import png_bytes, pyplot
+from ..files import write_file
+from ..prune import relief_scores
 
 
 def draw_lenet300(models: dict[str, nn.Module], calibration: torch.Tensor,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from torch import fx, nn
 
-from .errors import ReliefError, first_line
+from ..errors import ReliefError, first_line
 
 
 def trace(model: nn.Module, purpose: str) -> fx.GraphModule:

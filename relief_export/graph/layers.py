@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import ReliefError
+from ..errors import ReliefError
 
 _CONVS: dict[int, Any] = {1: nn.Conv1d, 2: nn.Conv2d}
 _TRANSPOSED_CONVS: dict[int, Any] = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from .errors import ReliefError, first_line
-from .quiet import current_folder_importable, not_importable, quiet_libraries
-from .validate import allocation
+from ..errors import ReliefError, first_line
+from ..quiet import current_folder_importable, not_importable, quiet_libraries
+from ..validate import allocation
 
 PT2, TORCH, ONNX = "torch.export archive", "torch file", "ONNX model"
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import fx, nn
 
-from .errors import ReliefError, first_line
-from .fx_trace import trace
+from ..errors import ReliefError, first_line
+from ..graph.trace import trace
+from ..quiet import quiet_libraries
 from .lift_aten import lift_layers
-from .quiet import quiet_libraries
 
 _BATCH_SIZED = {torch.ops.aten.view.default, torch.ops.aten.reshape.default,
                 torch.ops.aten._unsafe_view.default, torch.ops.aten.expand.default}

@@ -1,0 +1,2 @@
+"""Running models for checks and timing: onnxruntime sessions (``ort``) and seeded random
+inputs shaped like the examples (``seeded``)."""
