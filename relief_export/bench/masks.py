@@ -1,4 +1,5 @@
-"""NNrelief-like masks for models without data (e.g. CIFAR networks in benchmarks).
+"""Masks for models without data (e.g. CIFAR networks in benchmarks): NNrelief-like ones, and
+masks with hidden block structure.
 
 Not NNrelief: a stand-in with the same structure, for measuring size and speed. Per layer
 (all but the last), a fraction ``dead_units`` of the units loses every incoming connection
@@ -35,6 +36,33 @@ def relief_like_masks(model: nn.Module, *, density: float = 0.1, dead_units: flo
             if batchnorm is not None:
                 batchnorm.weight[dead] = 0
                 batchnorm.bias[dead] = 0
+
+
+def hidden_group_masks(model: nn.Module, *, groups: int = 8, density: float = 1.0,
+                       seed: int = 0) -> None:
+    """Zero weights of ``model`` in place so that each layer (but the last) is block-diagonal
+    under a permutation nobody is told about: every unit and input channel is drawn into one
+    of ``groups`` groups at random, a connection survives only inside its group (and then
+    with probability ``density``); a layer's input groups are the groups of the units that
+    feed it where the widths match (a chain), else drawn afresh. A layer with fewer than two
+    inputs per group (an image's 3 channels) stays dense."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    previous: torch.Tensor | None = None
+    with torch.no_grad():
+        for layer in layers[:-1]:
+            units, inputs = layer.weight.shape[:2]
+            unit_groups = torch.randint(0, groups, (units,), generator=generator)
+            if inputs < 2 * groups:
+                previous = unit_groups
+                continue
+            input_groups = previous if previous is not None and len(previous) == inputs and \
+                isinstance(layer, nn.Conv2d) else \
+                torch.randint(0, groups, (inputs,), generator=generator)
+            keep = (unit_groups[:, None] == input_groups[None, :]) & \
+                (torch.rand(units, inputs, generator=generator) < density)
+            layer.weight.mul_(keep.view(units, inputs, *([1] * (layer.weight.dim() - 2))))
+            previous = unit_groups
 
 
 def _keep_strongest(weight: torch.Tensor, density: float, dead: torch.Tensor) -> None:

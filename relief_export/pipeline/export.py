@@ -38,11 +38,13 @@ from ..onnx.passes import (
     DropZeroBiasZeroPoints,
     EncodeWeights,
     SetMetadata,
+    SparseCompute,
     TensorChoice,
 )
 from .examples import examples_for, real_inputs
 from .int8_stage import Int8Options, check_int8_inputs, int8_metadata, quantize_stage
 from .report import ExportReport
+from .sparse_stage import sparse_settings
 
 FP32_TOLERANCE = 1e-4
 MIN_OPSET = 17
@@ -62,6 +64,8 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                 calib_method: str = "auto", calib_synthetic: bool = False,
                 int8_layers: str = "auto", int8_batch: int = 64,
                 accept_accuracy_drop: float = 0.0, strict: bool = False,
+                sparse_compute: str = "off", tune_batches: Sequence[int] = (1, 64),
+                tune_threads: Sequence[int] = (1,),
                 progress: Callable[[str], None] | None = None) -> ExportReport:
     """Export a masked model to a compact ONNX file: a module, or a file (checkpoint, .pt2,
     ONNX, a state_dict with ``arch`` / ``arch_kwargs``, or a trusted pickle).
@@ -69,6 +73,9 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     ``align``: layers keep a multiple of this many units (onnxruntime's CPU kernels work on
     channel blocks of 8); 1 keeps the minimum. ``int8``: quantize the compacted model (see
     ``relief_export.int8``), calibrated on ``calib_data`` or the checkpoint's data set.
+    ``sparse_compute="auto"``: each sparse layer runs as dense blocks where that measures
+    faster in onnxruntime at every batch size in ``tune_batches`` and thread count in
+    ``tune_threads`` (``onnx/passes/sparse_compute.py``); "off" keeps every layer whole.
     Output files are written only once complete and verified; the input is never modified.
     """
     start = time.perf_counter()
@@ -82,6 +89,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     options = Int8Options(calib_data, calib_samples, calib_method, calib_synthetic,
                           int8_layers, int8_batch, accept_accuracy_drop)
     options.check(int8, fp16_weights)
+    tuning = sparse_settings(sparse_compute, tune_batches, tune_threads, int8)
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
     loaded = _load(model_or_path, trust=trust, allow_factory=allow_factory, arch=arch,
                    arch_kwargs=arch_kwargs)
@@ -99,6 +107,10 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     report.source_sha256 = loaded.sha256
     _count(report, loaded.model, compaction.to_dict())
     report.compaction_text = str(compaction)
+    if tuning:
+        compute = SparseCompute(tuning)
+        compute(exported)
+        report.sparse_compute = [asdict(choice) for choice in compute.choices]
     fp32 = ir.to_proto(exported) if int8 else None
     if fp32 is not None:
         if verify_outputs:

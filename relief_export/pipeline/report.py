@@ -34,6 +34,7 @@ class ExportReport:
     weights_sha256: str | None = None
     int8: dict[str, Any] | None = None
     compaction_text: str = ""  # the compaction report as printed
+    sparse_compute: list[dict[str, Any]] = field(default_factory=list)  # LayerCompute each
 
     @property
     def bytes_per_nonzero(self) -> float:

@@ -6,6 +6,7 @@ from .drop_identity_mul import DropIdentityMul
 from .encode_weights import EncodeWeights, TensorChoice
 from .set_metadata import SetMetadata
 from .slim_graph import ClearValueInfo, DropZeroBiasZeroPoints
+from .sparse_compute import LayerCompute, SparseCompute
 
 __all__ = ["CapIrVersion", "ClearValueInfo", "DropIdentityMul", "DropZeroBiasZeroPoints",
-           "EncodeWeights", "SetMetadata", "TensorChoice"]
+           "EncodeWeights", "LayerCompute", "SetMetadata", "SparseCompute", "TensorChoice"]

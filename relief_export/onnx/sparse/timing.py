@@ -1,0 +1,86 @@
+"""The cost model: a candidate form of one layer is timed in onnxruntime, on this machine, as
+a model of its own (the layer's input of the measured shape in, its output out).
+
+Each (candidate, batch size, thread count) is timed interleaved with the others of its layer:
+``ROUNDS`` rounds, each running every candidate once after a warm-up, and the median of the
+rounds is its time. Times are cached by the candidate's structure (op, attributes, input
+shape, block sizes): a network with repeated layer shapes is timed once per shape.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from ...runtime.ort import session
+
+ROUNDS = 7
+WARMUP = 2
+
+
+@dataclass(frozen=True)
+class Setting:
+    batch: int
+    threads: int
+
+
+@dataclass
+class Timer:
+    """Times candidate graphs; ``cache`` maps a structure key and setting to milliseconds."""
+
+    settings: tuple[Setting, ...]
+    cache: dict[tuple[str, Setting], float] = field(default_factory=dict)
+    timed: int = 0  # candidate graphs actually run
+
+    def times(self, candidates: Sequence[tuple[str, ir.Model]], input_shape: Sequence[int],
+              dtype: type = np.float32) -> list[dict[Setting, float]]:
+        """Per candidate (key, single-input model), its milliseconds per setting."""
+        result: list[dict[Setting, float]] = [{} for _ in candidates]
+        for setting in self.settings:
+            missing = [i for i, (key, _) in enumerate(candidates)
+                       if (key, setting) not in self.cache]
+            if missing:
+                measured = _interleaved([candidates[i][1] for i in missing],
+                                        [setting.batch, *input_shape[1:]], setting.threads,
+                                        dtype)
+                self.timed += len(missing)
+                for i, ms in zip(missing, measured, strict=True):
+                    self.cache[(candidates[i][0], setting)] = ms
+            for i, (key, _) in enumerate(candidates):
+                result[i][setting] = self.cache[(key, setting)]
+        return result
+
+
+def _interleaved(models: list[ir.Model], shape: list[int], threads: int, dtype: type
+                 ) -> list[float]:
+    sessions = [session(ir.to_proto(m).SerializeToString(), threads=threads) for m in models]
+    feeds: np.ndarray = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    names = [s.get_inputs()[0].name for s in sessions]
+    for s, name in zip(sessions, names, strict=True):
+        for _ in range(WARMUP):
+            s.run(None, {name: feeds})
+    rounds: list[list[float]] = [[] for _ in sessions]
+    for _ in range(ROUNDS):
+        for i, (s, name) in enumerate(zip(sessions, names, strict=True)):
+            start = time.perf_counter()
+            s.run(None, {name: feeds})
+            rounds[i].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(r) for r in rounds]
+
+
+def single_layer_model(build: object, input_shape: Sequence[int], opset: int) -> ir.Model:
+    """A model around ``build(graph, x) -> output value`` with one float input of
+    ``input_shape`` (batch dynamic)."""
+    x = ir.Value(name="x", shape=ir.Shape(["batch", *input_shape[1:]]),
+                 type=ir.TensorType(ir.DataType.FLOAT))
+    graph = ir.Graph([x], [], nodes=[], opset_imports={"": opset}, name="candidate")
+    output = build(graph, x)  # type: ignore[operator]
+    graph.outputs.append(output)
+    model = ir.Model(graph, ir_version=min(onnx.IR_VERSION, 10))
+    return model
