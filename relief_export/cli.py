@@ -221,6 +221,8 @@ def build_export_parser() -> argparse.ArgumentParser:
                         "--align) or a region is left uncompacted")
     _int8_options(parser.add_argument_group(
         "int8 (static QDQ by onnxruntime.quantization, on top of compaction)"))
+    _sparse_options(parser.add_argument_group(
+        "sparse compute (sparse layers as dense blocks, where that measures faster)"))
     add_source_options(parser)
     _add_output_options(parser)
     parser.set_defaults(handler=_run_export)
@@ -247,6 +249,17 @@ def _int8_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--accept-accuracy-drop", type=float, default=0.0, metavar="PTS",
                        help="allow top-1 agreement with fp32 this many points below 99%% "
                        "(default 0)")
+
+
+def _sparse_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--sparse-compute", choices=("auto", "off"), default="off",
+                       help="auto: each sparse layer runs as dense blocks under a reordering "
+                       "of its units and channels where that is timed faster at every "
+                       "--tune-batch and --tune-threads (default off)")
+    group.add_argument("--tune-batch", type=positive_list, default=[1, 64], metavar="N[,N...]",
+                       help="batch sizes at which --sparse-compute auto times (default 1,64)")
+    group.add_argument("--tune-threads", type=positive_list, default=[1], metavar="N[,N...]",
+                       help="thread counts at which --sparse-compute auto times (default 1)")
 
 
 def _run_export(args: argparse.Namespace) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..pipeline import export_onnx, kept_table, tensor_table
+from ..pipeline import export_onnx, kept_table, sparse_table, tensor_table
 from ..progress import is_quiet
 from ._options import source_options
 from .inspect import print_notes
@@ -22,11 +22,15 @@ def export_command(args: argparse.Namespace) -> dict:
                          calib_synthetic=args.calib_synthetic, int8_layers=args.int8_layers,
                          int8_batch=args.int8_batch,
                          accept_accuracy_drop=args.accept_accuracy_drop,
-                         strict=args.strict, progress=_progress)
+                         strict=args.strict, sparse_compute=args.sparse_compute,
+                         tune_batches=args.tune_batch, tune_threads=args.tune_threads,
+                         progress=_progress)
     print_notes(report.notes)
     if args.verbose:
         print(tensor_table(report))
         print(kept_table(report))
+        if report.sparse_compute:
+            print(sparse_table(report))
     print(report.summary())
     return report.to_dict()
 

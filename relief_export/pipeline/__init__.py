@@ -4,6 +4,7 @@ load (inputs) -> compact (compile) -> emit -> [int8] -> encode / metadata / IR v
 
 from .examples import real_inputs
 from .export import export_onnx
-from .report import ExportReport, kept_table, tensor_table
+from .report import ExportReport, kept_table, sparse_table, tensor_table
 
-__all__ = ["ExportReport", "export_onnx", "kept_table", "real_inputs", "tensor_table"]
+__all__ = ["ExportReport", "export_onnx", "kept_table", "real_inputs", "sparse_table",
+           "tensor_table"]

@@ -70,6 +70,13 @@ class ExportReport:
                              f"{self.fp16_error_vs_fp32:.2e}"])
         if self.int8 is not None:
             rows[-1:-1] = int8_rows(self.int8)
+        if self.sparse_compute:
+            covered = [c for c in self.sparse_compute if c["chosen"] == "cover"]
+            macs = sum(c["macs_cover"] if c["chosen"] == "cover" else c["macs_compacted"]
+                       for c in self.sparse_compute)
+            rows.insert(-1, ["sparse compute: layers as dense blocks",
+                             f"{len(covered)} of {len(self.sparse_compute)} "
+                             f"({macs:,} layer MACs per sample)"])
         formats = ", ".join(f"{f} x{n}" for f, n in self._format_counts().items())
         whole = [f"left uncompacted: {region}"
                  for region in self.compaction.get("uncompacted", [])]
@@ -88,6 +95,21 @@ def kept_table(report: ExportReport) -> str:
     return format_table(["layer", "dead units kept: why"],
                         [[layer["name"], why] for layer in report.compaction.get("layers", [])
                          for why in layer["kept_reasons"]])
+
+
+def sparse_table(report: ExportReport) -> str:
+    """Per layer, what sparse compute measured and chose (``--verbose``): MACs per sample
+    after compaction, after the cover and of the nonzero weights; ms per setting."""
+    return format_table(
+        ["layer", "MACs compacted", "MACs cover", "MACs nonzero", "blocks", "ms dense",
+         "ms cover", "chosen"],
+        [[c["name"], f"{c['macs_compacted']:,}", f"{c['macs_cover']:,}",
+          f"{c['macs_nonzero']:,}", c["blocks"], _times(c["ms_dense"]), _times(c["ms_cover"]),
+          f"{c['chosen']} ({c['why']})"] for c in report.sparse_compute])
+
+
+def _times(times: dict[str, float]) -> str:
+    return " / ".join(f"{ms:.3f}" for ms in times.values()) or "-"
 
 
 def tensor_table(report: ExportReport) -> str:

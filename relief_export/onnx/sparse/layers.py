@@ -73,3 +73,12 @@ def absorbable_weight(node: ir.Node, value: ir.Value) -> ir.Value | None:
             weight.is_graph_input():
         return None
     return weight
+
+
+def known_sizes(shape: ir.Shape | None, start: int) -> list[int] | None:
+    """The sizes of ``shape`` from axis ``start`` on, when every one is a known integer."""
+    if shape is None or len(shape) < start:
+        return None
+    dims = list(shape)[start:]
+    sizes = [d for d in dims if isinstance(d, int)]
+    return sizes if len(sizes) == len(dims) else None

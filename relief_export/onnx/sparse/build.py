@@ -1,0 +1,111 @@
+"""Writing a layer's dense or covered form into an ``onnx_ir`` graph.
+
+Block g: its input channels C_g (the input itself when C_g is every channel in order, a Slice
+of a contiguous range, else a Gather on axis 1), the layer's op on W[R_g][:, C_g] and
+b[R_g], then the activation that followed the layer (applied per block, so onnxruntime fuses
+it into each block as it did into the layer); the blocks' outputs are concatenated on axis 1,
+and ``restore`` adds the Gather that puts the units back in their order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from .cover import Block, Cover
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A per-element op read from the graph: its type, attributes and constant inputs."""
+
+    op: str
+    attributes: dict[str, Any]
+    constants: tuple[ir.Value | None, ...]
+
+
+@dataclass
+class Writer:
+    """Adds nodes to ``graph`` before ``before`` (at the end when None), names from ``name``."""
+
+    graph: ir.Graph
+    before: ir.Node | None
+    name: str
+
+    def free_name(self, base: str) -> str:
+        taken = set(self.graph.initializers) | {str(v.name) for v in self.graph.inputs} | \
+            {str(v.name) for n in self.graph for v in n.outputs}
+        name, index = base, 0
+        while name in taken:
+            index += 1
+            name = f"{base}_{index}"
+        return name
+
+    def initializer(self, suffix: str, array: np.ndarray) -> ir.Value:
+        value = ir.Value(name=self.free_name(f"{self.name}_{suffix}"),
+                         shape=ir.Shape(array.shape),
+                         type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                         const_value=ir.tensor(np.ascontiguousarray(array)))
+        self.graph.register_initializer(value)
+        return value
+
+    def node(self, op: str, inputs: Sequence[ir.Value | None], attributes: dict[str, Any],
+             suffix: str) -> ir.Value:
+        node = ir.node(op, inputs, attributes, name=self.free_name(f"{self.name}_{suffix}"))
+        if self.before is None:
+            self.graph.append(node)
+        else:
+            self.graph.insert_before(self.before, node)
+        return node.outputs[0]
+
+    def layer(self, op: str, x: ir.Value, weight: np.ndarray, bias: np.ndarray | None,
+              attributes: dict[str, Any], activation: Activation | None, suffix: str
+              ) -> ir.Value:
+        inputs = [x, self.initializer(f"{suffix}_weight", weight)]
+        if bias is not None:
+            inputs.append(self.initializer(f"{suffix}_bias", bias))
+        y = self.node(op, inputs, attributes, suffix)
+        if activation is None:
+            return y
+        return self.node(activation.op, [y, *activation.constants], activation.attributes,
+                         f"{suffix}_{activation.op.lower()}")
+
+    def covered(self, op: str, x: ir.Value, weight: np.ndarray, bias: np.ndarray | None,
+                attributes: dict[str, Any], activation: Activation | None, cover: Cover,
+                restore: bool) -> ir.Value:
+        outputs = [self.layer(op, self.channels(x, block, weight.shape[1], g),
+                              weight[np.array(block.rows)][:, np.array(block.cols)],
+                              None if bias is None else bias[np.array(block.rows)],
+                              attributes, activation, f"block{g}")
+                   for g, block in enumerate(cover.blocks)]
+        joined = self.node("Concat", list(outputs), {"axis": 1}, "concat")
+        if not restore:
+            return joined
+        inverse = np.argsort(np.array(cover.output_order)).astype(np.int64)
+        return self.node("Gather", [joined, self.initializer("order", inverse)], {"axis": 1},
+                         "order")
+
+    def channels(self, x: ir.Value, block: Block, width: int, g: int) -> ir.Value:
+        """x's channels ``block.cols`` on axis 1: x itself, a Slice of a range, or a Gather."""
+        cols = block.cols
+        kind = channel_access(cols, width)
+        if kind == "all":
+            return x
+        if kind == "range":
+            bounds = [self.initializer(f"block{g}_{part}", np.array([value], np.int64))
+                      for part, value in (("start", cols[0]), ("end", cols[-1] + 1),
+                                          ("axis", 1))]
+            return self.node("Slice", [x, *bounds], {}, f"block{g}_in")
+        index = self.initializer(f"block{g}_channels", np.array(cols, np.int64))
+        return self.node("Gather", [x, index], {"axis": 1}, f"block{g}_in")
+
+
+def channel_access(cols: tuple[int, ...], width: int) -> str:
+    """How a block reads its channels: "all" (in order), "range" (a Slice) or "gather"."""
+    if cols == tuple(range(width)):
+        return "all"
+    return "range" if cols == tuple(range(cols[0], cols[-1] + 1)) else "gather"

@@ -1,0 +1,94 @@
+"""The order of a covered layer's units (the blocks' concatenation) is free when they flow
+only through per-channel ops (activations, pooling, dropout, spatial means) into one layer
+that alone reads them: that layer's weight columns are permuted to match,
+W'[:, j] = W[:, order[j]] (after a flatten of [C, *spatial], blocks of S = prod(spatial)
+columns move together)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from .layers import absorbable_weight, constant, known_sizes
+
+PER_CHANNEL_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu",
+                   "Selu", "Softplus", "Gelu", "Clip", "MaxPool", "AveragePool",
+                   "GlobalAveragePool", "GlobalMaxPool", "Dropout", "Identity"}
+# per-element ops a block can apply itself (onnxruntime fuses them into a Conv / Gemm)
+ACTIVATIONS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu",
+               "Selu", "Softplus", "Gelu", "Clip"}
+
+
+@dataclass(frozen=True)
+class Absorber:
+    """The layer whose weight absorbs the new order, and the spatial size per channel when a
+    Flatten sits between (its weight columns come in blocks of that size)."""
+
+    weight: ir.Value
+    block: int
+
+
+def absorber(value: ir.Value) -> Absorber | None:
+    """Follow ``value`` through per-channel ops (each the one reader of the value before it)
+    to a layer that alone reads it, possibly after a flatten of the channels with what
+    follows them (Flatten on axis 1, or a Reshape to [batch, C * S])."""
+    block = 1
+    while not value.is_graph_output() and len(value.uses()) == 1:
+        reader = next(iter(value.uses())).node
+        if reader.inputs[0] is not value:
+            return None
+        if _per_channel(reader):
+            value = reader.outputs[0]
+            continue
+        flattened = _flattened_block(reader) if block == 1 else None
+        if flattened is not None:
+            block, value = flattened, reader.outputs[0]
+            continue
+        weight = absorbable_weight(reader, value)
+        if weight is None or (block > 1 and reader.op_type != "Gemm"):
+            return None
+        return Absorber(weight, block)
+    return None
+
+
+def _per_channel(node: ir.Node) -> bool:
+    """An op that maps each channel (axis 1) on its own, its other inputs constants."""
+    if any(constant(v) is None for v in node.inputs[1:] if v is not None):
+        return False
+    if node.op_type in PER_CHANNEL_OPS:
+        return True
+    if node.op_type in ("ReduceMean", "ReduceMax"):
+        axes = constant(node.inputs[1]) if len(node.inputs) > 1 else None
+        if axes is None and node.attributes.get("axes") is not None:
+            axes = np.array(node.attributes["axes"].value)
+        rank = len(node.inputs[0].shape or ()) if node.inputs[0] is not None else 0
+        return axes is not None and rank > 2 and \
+            not {int(a) % rank for a in axes.reshape(-1)} & {0, 1}
+    return False
+
+
+def _flattened_block(node: ir.Node) -> int | None:
+    """S when ``node`` turns [batch, C, *spatial] into [batch, C * S] (S = prod(spatial))."""
+    source, result = node.inputs[0], node.outputs[0]
+    dims = known_sizes(source.shape, 1) if source is not None else None
+    if dims is None or len(dims) < 2 or result.shape is None or len(result.shape) != 2 or \
+            result.shape[1] != math.prod(dims):
+        return None
+    axis = node.attributes.get("axis")
+    if node.op_type == "Flatten" and (axis is None or axis.value == 1):
+        return math.prod(dims[1:])
+    if node.op_type == "Reshape":
+        return math.prod(dims[1:])
+    return None
+
+
+def permute_reader(absorber: Absorber, order: tuple[int, ...]) -> None:
+    """W'[:, j] = W[:, order[j]] (in blocks of ``absorber.block`` columns)."""
+    weight = constant(absorber.weight)
+    assert weight is not None
+    blocks = np.array(order)[:, None] * absorber.block + np.arange(absorber.block)[None, :]
+    permuted = np.take(weight, blocks.reshape(-1), axis=1)
+    absorber.weight.const_value = ir.tensor(np.ascontiguousarray(permuted))

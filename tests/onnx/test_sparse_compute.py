@@ -1,0 +1,207 @@
+"""Sparse compute: covered layers compute the masked model's function, in onnxruntime and in
+onnx.reference, whichever way the units' order is restored."""
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+import torch
+from onnx.reference import ReferenceEvaluator
+from torch import nn
+
+import relief_export as rx
+from relief_export.bench.masks import hidden_group_masks
+from relief_export.errors import ReliefError
+from relief_export.onnx.emit import to_onnx
+from relief_export.onnx.passes import SparseCompute
+from relief_export.onnx.sparse.timing import Setting
+from relief_export.runtime.ort import session
+
+from ..helpers import run_cli
+
+
+class Chain(nn.Module):
+    """conv -> relu -> conv -> pool -> conv -> mean -> flatten -> linear -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(16, 32, 3, padding=1), nn.Conv2d(32, 32, 3, padding=1)
+        self.c3, self.fc1 = nn.Conv2d(32, 32, 1), nn.Linear(32, 24)
+        self.fc2 = nn.Linear(24, 5)
+
+    def forward(self, x):
+        y = torch.max_pool2d(torch.relu(self.c2(torch.relu(self.c1(x)))), 2)
+        return self.fc2(torch.relu(self.fc1(self.c3(y).mean((2, 3)))))
+
+
+class Residual(nn.Module):
+    """c1's units are read twice (its order must be restored by a Gather); c2's output meets
+    a residual add (onnxruntime fuses the add into a dense conv: c2 stays dense)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)
+        self.c3 = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.c1(x))
+        return self.c3(self.c2(y * torch.sigmoid(y)) + x)
+
+
+class Flattened(nn.Module):
+    """conv -> flatten -> linear: the linear's columns move in blocks of H * W."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.fc = nn.Conv2d(16, 32, 3, padding=1), nn.Linear(32 * 4 * 4, 8)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.c1(x)), 1))
+
+
+def masked(model: nn.Module, groups: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    model = model.eval()
+    hidden_group_masks(model, groups=groups, seed=1)
+    return model
+
+
+def run_both(model: ir.Model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    proto = ir.to_proto(model)
+    runtime = session(proto.SerializeToString()).run(None, {"input": x})[0]
+    reference = ReferenceEvaluator(proto).run(None, {"input": x})[0]
+    return runtime, reference
+
+
+def relative(expected: np.ndarray, got: np.ndarray) -> float:
+    return float(np.abs(expected - got).max() / np.abs(expected).max())
+
+
+@pytest.mark.parametrize(("build", "orders"), [
+    (Chain, {"absorbed"}), (Residual, {"gather"}), (Flattened, {"absorbed"})])
+def test_forced_covers_compute_the_same_function(build, orders):
+    model = masked(build())
+    x = torch.randn(3, 16, 4, 4)
+    exported = to_onnx(model, x)
+    compute = SparseCompute(force="cover")
+    compute(exported)
+    covered = [c for c in compute.choices if c.chosen == "cover"]
+    assert covered and {c.reorder for c in covered} <= orders
+    assert {c.reorder for c in covered} & orders
+    for choice in covered:  # 4 hidden groups: at most a quarter of the MACs, plus strays
+        assert (choice.blocks >= 2 and choice.macs_cover == choice.macs_nonzero) or \
+            choice.macs_cover < choice.macs_compacted
+    with torch.no_grad():
+        expected = model(x).numpy()
+    runtime, reference = run_both(exported, x.numpy())
+    assert relative(expected, runtime) <= 1e-5
+    assert relative(expected, reference) <= 1e-5
+    assert all(n.domain in ("", "ai.onnx") for n in exported.graph)
+
+
+def test_a_layer_feeding_a_residual_add_stays_dense():
+    exported = to_onnx(masked(Residual()), torch.randn(2, 16, 4, 4))
+    compute = SparseCompute(force="cover")
+    compute(exported)
+    first, second = compute.choices[:2]
+    assert (first.chosen, first.reorder) == ("cover", "gather")
+    assert second.chosen == "dense" and "residual add" in second.why
+
+
+def test_block_structure_of_a_chain_by_hand():
+    """c2 of Chain with 4 hidden groups: 4 blocks, one per group, each its units x its
+    channels x 9 taps x 16 positions, so the cover computes exactly the nonzero weights;
+    c1's 4 groups also make its output order, which c2's weight absorbs."""
+    model = masked(Chain())
+    exported = to_onnx(model, torch.randn(2, 16, 4, 4))
+    compute = SparseCompute(force="cover")
+    compute(exported)
+    first, second = compute.choices[0], compute.choices[1]
+    assert first.shape == [32, 16, 3, 3] and first.reorder == "absorbed"
+    nonzero = int(np.count_nonzero(model.c2.weight.detach().numpy()))
+    assert second.macs_nonzero == nonzero * 16
+    sizes = [(len(rows), len(cols)) for rows, cols in _groups(model.c2.weight)]
+    assert second.blocks == len(sizes) == 4
+    assert second.macs_cover == second.macs_nonzero == sum(r * c for r, c in sizes) * 9 * 16
+    assert second.macs_compacted == 32 * 32 * 9 * 16
+
+
+def _groups(weight: torch.Tensor) -> list[tuple[set[int], set[int]]]:
+    """Units grouped by the set of channels they read (hidden groups: one set per group)."""
+    reads = weight.detach().flatten(2).ne(0).any(2)
+    found: dict[frozenset[int], set[int]] = {}
+    for unit, row in enumerate(reads):
+        found.setdefault(frozenset(torch.nonzero(row).flatten().tolist()), set()).add(unit)
+    return [(units, set(cols)) for cols, units in found.items()]
+
+
+def test_timing_keeps_the_dense_layer_unless_the_cover_is_faster():
+    model = masked(Chain())
+    exported = to_onnx(model, torch.randn(2, 16, 4, 4))
+    compute = SparseCompute((Setting(1, 1), Setting(8, 1)))
+    compute(exported)
+    for choice in compute.choices:
+        if choice.ms_cover:
+            assert set(choice.ms_cover) == set(choice.ms_dense) == {
+                "batch 1, 1 thread(s)", "batch 8, 1 thread(s)"}
+            faster = all(choice.ms_cover[k] <= 0.97 * choice.ms_dense[k]
+                         for k in choice.ms_dense)
+            assert (choice.chosen == "cover") == faster, choice
+    assert compute.timer.timed >= 2
+
+
+def test_export_with_sparse_compute_is_verified_and_reported(tmp_path):
+    model = masked(Chain())
+    report = rx.export_onnx(model, tmp_path / "m.onnx", input_shape=[1, 16, 4, 4],
+                            sparse_compute="auto", tune_batches=[1, 4], align=1)
+    assert report.max_relative_error is not None and report.max_relative_error <= 1e-4
+    assert [layer["op"] for layer in report.sparse_compute] == ["Conv"] * 3 + ["Gemm"] * 2
+    assert report.to_dict()["sparse_compute"] == report.sparse_compute
+    x = torch.randn(5, 16, 4, 4)
+    got = session(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        assert relative(model(x).numpy(), got) <= 1e-5
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"sparse_compute": "fast"}, "sparse_compute"),
+    ({"sparse_compute": "auto", "tune_batches": []}, "tune_batches"),
+    ({"sparse_compute": "auto", "tune_batches": [0]}, "tune_batches"),
+    ({"sparse_compute": "auto", "tune_threads": "1"}, "tune_threads"),
+    ({"sparse_compute": "auto", "int8": True, "calib_synthetic": True}, "do not combine"),
+])
+def test_bad_sparse_compute_options_are_refused(tmp_path, options, message):
+    with pytest.raises(ReliefError, match=message):
+        rx.export_onnx(masked(Chain()), tmp_path / "m.onnx", input_shape=[1, 16, 4, 4],
+                       **options)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_sparse_compute_reports_each_layer(tmp_path, capsys):
+    model = masked(Chain())
+    checkpoint = rx.save_checkpoint(tmp_path / "chain.pt", model,
+                                    arch={"factory": "tests.onnx.test_sparse_compute:Chain",
+                                          "kwargs": {}}, input_shape=[1, 16, 4, 4])
+    out = tmp_path / "chain.onnx"
+    code, text, err = run_cli([checkpoint, "--out", out, "--allow-factory", "--align", "1",
+                               "--sparse-compute", "auto", "--tune-batch", "1,2", "--verbose"],
+                              capsys)
+    assert code == 0, err
+    assert "sparse compute: layers as dense blocks" in text
+    header = next(line for line in text.splitlines() if line.startswith("layer ") and
+                  "MACs cover" in line)
+    assert header.split()[:4] == ["layer", "MACs", "compacted", "MACs"]
+    x = torch.randn(2, 16, 4, 4)
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert relative(expected, session(str(out)).run(None, {"input": x.numpy()})[0]) <= 1e-5
+    for extra, message in [(["--sparse-compute", "fast"], "invalid choice"),
+                           (["--sparse-compute", "auto", "--tune-batch", "0"], ">= 1"),
+                           (["--sparse-compute", "auto", "--int8", "--calib-synthetic"],
+                            "do not combine")]:
+        try:
+            code, _, err = run_cli([checkpoint, "--out", tmp_path / "bad.onnx",
+                                    "--allow-factory", *extra], capsys)
+        except SystemExit as exit_:  # argparse's own errors
+            code, err = exit_.code, capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert not (tmp_path / "bad.onnx").exists()
