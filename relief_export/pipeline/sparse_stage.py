@@ -25,7 +25,4 @@ def sparse_settings(mode: str, batches: Sequence[int], threads: Sequence[int], i
             validate.integer(name, value, 1, limit)
     if mode == "off":
         return ()
-    if int8:
-        raise ReliefError("--sparse-compute auto and --int8 do not combine yet: int8 "
-                          "quantizes whole layers; pass --sparse-compute off with --int8")
     return tuple(Setting(b, t) for b in dict.fromkeys(batches) for t in dict.fromkeys(threads))

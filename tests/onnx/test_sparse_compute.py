@@ -11,6 +11,7 @@ from torch import nn
 import relief_export as rx
 from relief_export.bench.masks import hidden_group_masks
 from relief_export.errors import ReliefError
+from relief_export.int8 import int8_samples, to_int8
 from relief_export.onnx.emit import to_onnx
 from relief_export.onnx.passes import SparseCompute
 from relief_export.onnx.sparse.timing import Setting
@@ -96,6 +97,8 @@ def test_forced_covers_compute_the_same_function(build, orders):
     assert relative(expected, runtime) <= 1e-5
     assert relative(expected, reference) <= 1e-5
     assert all(n.domain in ("", "ai.onnx") for n in exported.graph)
+    read = {v.name for n in exported.graph for v in n.inputs if v is not None}
+    assert set(exported.graph.initializers) <= read  # the replaced weights are gone
 
 
 def test_a_layer_feeding_a_residual_add_stays_dense():
@@ -167,7 +170,6 @@ def test_export_with_sparse_compute_is_verified_and_reported(tmp_path):
     ({"sparse_compute": "auto", "tune_batches": []}, "tune_batches"),
     ({"sparse_compute": "auto", "tune_batches": [0]}, "tune_batches"),
     ({"sparse_compute": "auto", "tune_threads": "1"}, "tune_threads"),
-    ({"sparse_compute": "auto", "int8": True, "calib_synthetic": True}, "do not combine"),
 ])
 def test_bad_sparse_compute_options_are_refused(tmp_path, options, message):
     with pytest.raises(ReliefError, match=message):
@@ -196,8 +198,8 @@ def test_cli_sparse_compute_reports_each_layer(tmp_path, capsys):
     assert relative(expected, session(str(out)).run(None, {"input": x.numpy()})[0]) <= 1e-5
     for extra, message in [(["--sparse-compute", "fast"], "invalid choice"),
                            (["--sparse-compute", "auto", "--tune-batch", "0"], ">= 1"),
-                           (["--sparse-compute", "auto", "--int8", "--calib-synthetic"],
-                            "do not combine")]:
+                           (["--sparse-compute", "auto", "--tune-threads", "x"],
+                            "comma-separated integers")]:
         try:
             code, _, err = run_cli([checkpoint, "--out", tmp_path / "bad.onnx",
                                     "--allow-factory", *extra], capsys)
@@ -205,3 +207,21 @@ def test_cli_sparse_compute_reports_each_layer(tmp_path, capsys):
             code, err = exit_.code, capsys.readouterr().err
         assert code == 2 and message in err, err
         assert not (tmp_path / "bad.onnx").exists()
+
+
+def test_covered_blocks_quantize_to_int8():
+    """Every block is a layer of its own for onnxruntime.quantization: all int8, and the
+    int8 model stays close to the fp32 one."""
+    model = masked(Chain())
+    exported = to_onnx(model, torch.randn(2, 16, 4, 4))
+    SparseCompute(force="cover")(exported)
+    fp32 = ir.to_proto(exported)
+    samples = int8_samples(None, [1, 16, 4, 4], 64, True)
+    quantized, report = to_int8(fp32, samples, method="minmax", layers="all",
+                                accept_drop=100.0)
+    assert report.fp32_layers == []
+    assert sum(n.op_type == "Conv" for n in quantized.graph.node) > 3  # the blocks
+    x = samples.evaluation[:16]
+    expected = session(fp32.SerializeToString()).run(None, {"input": x})[0]
+    got = session(quantized.SerializeToString()).run(None, {"input": x})[0]
+    assert relative(expected, got) <= 0.1

@@ -123,9 +123,14 @@ class SparseCompute(ir.passes.InPlacePass):
         if reader is not None and not identity_order:
             permute_reader(reader, cover.output_order)
         _replace(layer.output, output)
+        unread = [v for old in (layer.activation, layer.node) if old is not None
+                  for v in old.inputs[1:] if v is not None]
         for old in (layer.activation, layer.node):
             if old is not None:
                 graph.remove(old, safe=True)
+        for value in unread:  # the layer's own weights, now in its blocks
+            if not value.uses() and value.name in graph.initializers:
+                graph.initializers.pop(str(value.name))
         record.chosen = "cover"
         return True
 
