@@ -38,13 +38,12 @@ from ..onnx.passes import (
     DropZeroBiasZeroPoints,
     EncodeWeights,
     SetMetadata,
-    SparseCompute,
     TensorChoice,
 )
 from .examples import examples_for, real_inputs
 from .int8_stage import Int8Options, check_int8_inputs, int8_metadata, quantize_stage
 from .report import ExportReport
-from .sparse_stage import sparse_settings
+from .sparse_stage import sparse_compute_stage, sparse_settings
 
 FP32_TOLERANCE = 1e-4
 MIN_OPSET = 17
@@ -89,7 +88,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     options = Int8Options(calib_data, calib_samples, calib_method, calib_synthetic,
                           int8_layers, int8_batch, accept_accuracy_drop)
     options.check(int8, fp16_weights)
-    tuning = sparse_settings(sparse_compute, tune_batches, tune_threads, int8)
+    tuning = sparse_settings(sparse_compute, tune_batches, tune_threads)
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
     loaded = _load(model_or_path, trust=trust, allow_factory=allow_factory, arch=arch,
                    arch_kwargs=arch_kwargs)
@@ -108,9 +107,9 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     _count(report, loaded.model, compaction.to_dict())
     report.compaction_text = str(compaction)
     if tuning:
-        compute = SparseCompute(tuning)
-        compute(exported)
-        report.sparse_compute = [asdict(choice) for choice in compute.choices]
+        exported, sparse = sparse_compute_stage(exported, tuning, examples)
+        report.sparse_compute, report.sparse_whole_model_ms = sparse["layers"], \
+            sparse["whole_model_ms"]
     fp32 = ir.to_proto(exported) if int8 else None
     if fp32 is not None:
         if verify_outputs:

@@ -35,6 +35,8 @@ class ExportReport:
     int8: dict[str, Any] | None = None
     compaction_text: str = ""  # the compaction report as printed
     sparse_compute: list[dict[str, Any]] = field(default_factory=list)  # LayerCompute each
+    # per setting, the whole model's ms without and with the covers ("off" / "auto")
+    sparse_whole_model_ms: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def bytes_per_nonzero(self) -> float:

@@ -1,19 +1,27 @@
-"""The sparse-compute stage of the export: its options, checked at the boundary."""
+"""The sparse-compute stage of the export: its options, checked at the boundary, and the
+pass followed by a whole-model check."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import onnx_ir as ir
+import torch
 
 from .. import validate
 from ..errors import ReliefError
-from ..onnx.sparse.timing import Setting
+from ..onnx.passes import SparseCompute
+from ..onnx.sparse.timing import Setting, interleaved_ms
+from ..runtime.seeded import random_like
 
 SPARSE_COMPUTE = ("auto", "off")
 MAX_TUNE_BATCH = 4096
 MAX_TUNE_THREADS = 256
 
 
-def sparse_settings(mode: str, batches: Sequence[int], threads: Sequence[int], int8: bool
+def sparse_settings(mode: str, batches: Sequence[int], threads: Sequence[int]
                     ) -> tuple[Setting, ...]:
     """The (batch, threads) settings to time, or () when sparse compute is off."""
     validate.choice("sparse_compute", mode, list(SPARSE_COMPUTE))
@@ -26,3 +34,46 @@ def sparse_settings(mode: str, batches: Sequence[int], threads: Sequence[int], i
     if mode == "off":
         return ()
     return tuple(Setting(b, t) for b in dict.fromkeys(batches) for t in dict.fromkeys(threads))
+
+
+WHOLE_MODEL_ROUNDS = 5
+
+
+def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
+                         examples: tuple[torch.Tensor, ...]
+                         ) -> tuple[ir.Model, dict[str, Any]]:
+    """Covers chosen layer by layer, then the whole model timed with and without them at
+    every setting (interleaved, median of ``WHOLE_MODEL_ROUNDS``); the covers stay only if
+    the model with them is not slower at any setting."""
+    before = ir.to_proto(exported)
+    compute = SparseCompute(settings)
+    compute(exported)
+    record: dict[str, Any] = {"layers": [asdict(c) for c in compute.choices],
+                              "whole_model_ms": {}, "kept": False}
+    if not any(c.chosen == "cover" for c in compute.choices):
+        return exported, record
+    after = ir.to_proto(exported)
+    names = [str(v.name) for v in exported.graph.inputs]
+    generator = torch.Generator().manual_seed(0)
+    slower = []
+    for setting in settings:
+        feed = {name: random_like(x, setting.batch, generator, "normal").numpy()
+                for name, x in zip(names, examples, strict=True)}
+        off_ms, auto_ms = interleaved_ms([before.SerializeToString(), after.SerializeToString()],
+                                         [feed, feed], setting.threads, WHOLE_MODEL_ROUNDS)
+        record["whole_model_ms"][_label(setting)] = {"off": round(off_ms, 4),
+                                                     "auto": round(auto_ms, 4)}
+        if auto_ms > off_ms:
+            slower.append(_label(setting))
+    if slower:
+        why = "the whole model measured slower with the covers at " + ", ".join(slower)
+        for layer in record["layers"]:
+            if layer["chosen"] == "cover":
+                layer["chosen"], layer["why"] = "dense", why
+        return ir.serde.deserialize_model(before), record
+    record["kept"] = True
+    return exported, record
+
+
+def _label(setting: Setting) -> str:
+    return f"batch {setting.batch}, {setting.threads} thread(s)"

@@ -2,6 +2,7 @@
 onnx.reference, whichever way the units' order is restored."""
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 import torch
@@ -225,3 +226,23 @@ def test_covered_blocks_quantize_to_int8():
     expected = session(fp32.SerializeToString()).run(None, {"input": x})[0]
     got = session(quantized.SerializeToString()).run(None, {"input": x})[0]
     assert relative(expected, got) <= 0.1
+
+
+def test_covers_are_dropped_when_the_whole_model_is_slower(tmp_path, monkeypatch):
+    """Layer timings said faster; the whole model timed slower at batch 4: the file is the
+    model without covers, and each layer says why."""
+    import relief_export.pipeline.sparse_stage as stage
+
+    monkeypatch.setattr(stage, "SparseCompute", lambda settings: SparseCompute(
+        settings, force="cover"))
+    monkeypatch.setattr(stage, "interleaved_ms",
+                        lambda models, feeds, threads, rounds: [1.0, 2.0])
+    model = masked(Chain())
+    report = rx.export_onnx(model, tmp_path / "m.onnx", input_shape=[1, 16, 4, 4],
+                            sparse_compute="auto", tune_batches=[4], align=1)
+    assert report.sparse_whole_model_ms == {"batch 4, 1 thread(s)": {"off": 1.0, "auto": 2.0}}
+    assert {layer["chosen"] for layer in report.sparse_compute} == {"dense"}
+    assert any("whole model measured slower" in layer["why"] for layer in report.sparse_compute)
+    nodes = onnx.load(tmp_path / "m.onnx").graph.node
+    assert [n.op_type for n in nodes].count("Conv") == 3
+    assert not any("_block" in n.name for n in nodes)

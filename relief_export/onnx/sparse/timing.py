@@ -59,19 +59,27 @@ class Timer:
 
 def _interleaved(models: list[ir.Model], shape: list[int], threads: int, dtype: type
                  ) -> list[float]:
-    sessions = [session(ir.to_proto(m).SerializeToString(), threads=threads) for m in models]
-    feeds: np.ndarray = np.random.default_rng(0).standard_normal(shape).astype(dtype)
-    names = [s.get_inputs()[0].name for s in sessions]
-    for s, name in zip(sessions, names, strict=True):
+    feed: np.ndarray = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    protos = [ir.to_proto(m).SerializeToString() for m in models]
+    names = [str(m.graph.inputs[0].name) for m in models]
+    return interleaved_ms(protos, [{name: feed} for name in names], threads, ROUNDS)
+
+
+def interleaved_ms(models: Sequence[bytes], feeds: Sequence[dict[str, np.ndarray]],
+                   threads: int, rounds: int) -> list[float]:
+    """Median milliseconds per run of each model on its feeds, timed round-robin after
+    ``WARMUP`` untimed rounds."""
+    sessions = [session(m, threads=threads) for m in models]
+    for s, feed in zip(sessions, feeds, strict=True):
         for _ in range(WARMUP):
-            s.run(None, {name: feeds})
-    rounds: list[list[float]] = [[] for _ in sessions]
-    for _ in range(ROUNDS):
-        for i, (s, name) in enumerate(zip(sessions, names, strict=True)):
+            s.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for i, (s, feed) in enumerate(zip(sessions, feeds, strict=True)):
             start = time.perf_counter()
-            s.run(None, {name: feeds})
-            rounds[i].append((time.perf_counter() - start) * 1000)
-    return [statistics.median(r) for r in rounds]
+            s.run(None, feed)
+            times[i].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(t) for t in times]
 
 
 def single_layer_model(build: object, input_shape: Sequence[int], opset: int) -> ir.Model:
