@@ -97,6 +97,10 @@ def _prune_parser(sub) -> None:
                        "authors' code (norm of the mean)")
     group.add_argument("--target-remaining", type=float, default=None,
                        help="stop early once this fraction of the weights remains")
+    group.add_argument("--blocks", type=int, default=1, metavar="B",
+                       help="keep each layer's connections inside B groups of its units and "
+                       "channels (chosen from the scores), so that --sparse-compute auto runs "
+                       "them as B dense blocks; 1: plain NNrelief")
     group.add_argument("--rewind", action="store_true",
                        help="reset surviving weights to their initial values before fine-tuning")
     group = parser.add_argument_group("long runs (also under torchrun)")

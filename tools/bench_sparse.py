@@ -8,6 +8,8 @@ Models (random weights, no data set needed): VGG-16 and ResNet-56 with
   dense      the masked model exported densely by torch.onnx
   off        relief-export MODEL --out X.onnx --sparse-compute off (compaction alone)
   auto       relief-export MODEL --out X.onnx --sparse-compute auto
+  off int8   ... --sparse-compute off --int8 (with --int8; synthetic calibration, random
+  auto int8  ... --sparse-compute auto --int8  weights: the agreement gate is lifted)
 
 Latency: medians of interleaved runs (dense off auto dense off auto ...) at batch 1 and 64,
 repeated --runs times with fresh sessions; speed-ups against dense. Also printed: export
@@ -16,7 +18,8 @@ seconds of auto (with tuning), and per layer of auto what the cover gained and w
 Targets (issue "Sparse compute"): VGG-16 hidden groups auto >= 3.0x dense at batch 64 and
 >= 2.5x at batch 1; NNrelief-like masks auto / off >= 0.97 at both batch sizes.
 
-Usage: .venv/bin/python tools/bench_sparse.py [--runs 3] [--models vgg16,resnet56] [--json F]
+Usage: .venv/bin/python tools/bench_sparse.py [--runs 3] [--models vgg16,resnet56] [--int8]
+       [--masks "hidden groups,NNrelief-like"] [--json F]
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ MASKS = {"hidden groups": lambda m: hidden_group_masks(m, groups=8, seed=0),
          "NNrelief-like": lambda m: relief_like_masks(m, seed=0)}
 
 
-def build(arch: str, masks: str, folder: Path) -> tuple[dict[str, Path], dict]:
+def build(arch: str, masks: str, folder: Path, int8: bool) -> tuple[dict[str, Path], dict]:
     torch.manual_seed(0)
     model = models.build(arch).eval()
     MASKS[masks](model)
@@ -56,7 +59,15 @@ def build(arch: str, masks: str, folder: Path) -> tuple[dict[str, Path], dict]:
     export_onnx(model, files["off"], input_shape=shape, dense_out=files["dense"])
     start = time.perf_counter()
     auto = export_onnx(model, files["auto"], input_shape=shape, sparse_compute="auto")
-    return files, {"seconds": time.perf_counter() - start, "layers": auto.sparse_compute}
+    seconds = time.perf_counter() - start
+    if int8:
+        quantized = {"int8": True, "calib_synthetic": True, "accept_accuracy_drop": 100.0}
+        for mode in ("off", "auto"):
+            files[f"{mode} int8"] = Path(f"{stem}-{mode}-int8.onnx")
+            export_onnx(model, files[f"{mode} int8"], input_shape=shape, sparse_compute=mode,
+                        **quantized)
+    return files, {"seconds": seconds, "layers": auto.sparse_compute,
+                   "whole_model_ms": auto.sparse_whole_model_ms}
 
 
 def latency(files: dict[str, Path], shape: list[int], runs: int) -> dict[int, dict[str, float]]:
@@ -76,6 +87,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default="vgg16,resnet56")
+    parser.add_argument("--masks", default=",".join(MASKS))
+    parser.add_argument("--int8", action="store_true")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -83,23 +96,27 @@ def main() -> None:
     rows, records = [], []
     with tempfile.TemporaryDirectory() as temp:
         for arch in args.models.split(","):
-            for masks in MASKS:
-                files, auto = build(arch, masks, Path(temp))
+            for masks in args.masks.split(","):
+                files, auto = build(arch, masks, Path(temp), args.int8)
                 times = latency(files, models.input_shape(arch), args.runs)
                 chosen = [layer for layer in auto["layers"] if layer["chosen"] == "cover"]
                 for batch, ms in times.items():
+                    int8 = [f"{ms['dense'] / ms['off int8']:.2f}x",
+                            f"{ms['dense'] / ms['auto int8']:.2f}x"] if args.int8 else []
                     rows.append([arch, masks, batch, f"{ms['dense']:.2f}", f"{ms['off']:.2f}",
                                  f"{ms['auto']:.2f}", f"{ms['dense'] / ms['off']:.2f}x",
                                  f"{ms['dense'] / ms['auto']:.2f}x",
-                                 f"{ms['off'] / ms['auto']:.2f}x"])
+                                 f"{ms['off'] / ms['auto']:.2f}x", *int8])
                 records.append({"model": arch, "masks": masks, "ms": times,
-                                "export_seconds": auto["seconds"], "layers": auto["layers"]})
+                                "export_seconds": auto["seconds"], "layers": auto["layers"],
+                                "whole_model_ms": auto["whole_model_ms"]})
                 print(f"{arch} / {masks}: sparse compute chose blocks for {len(chosen)} of "
                       f"{len(auto['layers'])} layers; export with tuning "
                       f"{auto['seconds']:.1f} s", file=sys.stderr)
                 print(layer_table(auto["layers"]))
+    int8_columns = ["off int8 vs dense", "auto int8 vs dense"] if args.int8 else []
     print(format_table(["model", "masks", "batch", "dense ms", "off ms", "auto ms",
-                        "off vs dense", "auto vs dense", "auto vs off"], rows))
+                        "off vs dense", "auto vs dense", "auto vs off", *int8_columns], rows))
     print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))

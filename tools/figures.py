@@ -44,6 +44,9 @@ FIGURES: dict[str, list[str]] = {
     "scoring": [PYTHON, "tools/bench_scoring.py"],
     "distributed": [PYTHON, "tools/bench_distributed.py"],
     "fuzz": [PYTHON, "tools/fuzz.py"],
+    "cover": [PYTHON, "tools/bench_cover.py"],
+    "sparse": [PYTHON, "tools/bench_sparse.py", "--int8"],
+    "blocks": [PYTHON, "tools/bench_blocks.py"],
 }
 DEMO_PICTURES = ("accuracy_vs_weights.png", "latency.png", "lenet300_100_before_after.png")
 BLOCK = re.compile(r"(<!-- figures:(?P<name>\w+) -->\n).*?(<!-- /figures:(?P=name) -->)",

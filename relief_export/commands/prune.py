@@ -56,7 +56,8 @@ def _prune(args: argparse.Namespace, world: World) -> dict:
     config = ReliefConfig(iterations=args.iterations, alpha_fc=args.alpha_fc,
                           alpha_conv=args.alpha_conv, calib_samples=args.calib_samples,
                           conv_score=args.conv_score, finetune=fit_config(args),
-                          seed=args.seed, target_remaining=args.target_remaining)
+                          seed=args.seed, target_remaining=args.target_remaining,
+                          blocks=args.blocks)
     full = data.load(args.data, "train")
     test = data.load(args.data, "test")
     train, val = data.train_val_split(full, args.val_fraction, args.seed)

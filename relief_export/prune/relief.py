@@ -18,6 +18,7 @@ from ..errors import ReliefError
 from ..graph.passes import Pass, PassResult, fixed_point
 from ..progress import progress as show_progress
 from .activity import Activity, collect, iterate_inputs
+from .blocks import check_blocks, in_group_masks
 from .distributed import LOCAL, World, reduce_activity, tensor_digest
 from .metrics import layer_densities, summary
 from .select import MaskPlan, check_alpha, keep_mask
@@ -38,7 +39,7 @@ def relief_scores(model: nn.Module, inputs: Any, *, conv_score: str = "paper"
 
 
 def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
-                alpha_conv: float = 0.9, conv_score: str = "paper",
+                alpha_conv: float = 0.9, conv_score: str = "paper", blocks: int = 1,
                 world: World = LOCAL) -> dict[str, torch.Tensor]:
     """One NNrelief pass, applied in place; returns the boolean keep-masks by tensor name.
 
@@ -46,11 +47,13 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     per unit, dead units, the residual rule, and backward pruning of unread units to a fixed
     point. Any error is raised before the model is touched. Under torchrun (``world``) each
     rank passes its shard of the calibration samples; the statistics are all-reduced before
-    any decision and the masks checked identical on every rank.
+    any decision and the masks checked identical on every rank. ``blocks`` > 1 keeps only
+    connections inside each unit's group (``prune/blocks.py``).
     """
     validate.module("model", model, "load a file with relief_export.load_model first")
     check_alpha(alpha_fc, "alpha_fc")
     check_alpha(alpha_conv, "alpha_conv")
+    check_blocks(blocks)
     _check_parameters(model)
     structure = discover(model, _example(inputs))
     activity = collect(model, structure.layers, inputs, conv_score, structure.graph_module,
@@ -58,9 +61,12 @@ def relief_step(model: nn.Module, inputs: Any, *, alpha_fc: float = 0.95,
     reduce_activity(activity, world)
     gates = {side.gate for _, *sides in structure.residual_adds for side in sides if side.gate}
     plan = MaskPlan(model, structure.layers, structure.batchnorm_of, gates)
+    scores = {name: activity.layers[name].contributions() for name in structure.layers}
+    inside = in_group_masks(structure.graph_module, scores, blocks) if blocks > 1 else {}
     for name, layer in structure.layers.items():
         alpha = alpha_fc if isinstance(layer, nn.Linear) else alpha_conv
-        plan.restrict_layer(name, keep_mask(activity.layers[name].contributions(), alpha))
+        score = scores[name] * inside[name] if name in inside else scores[name]
+        plan.restrict_layer(name, keep_mask(score, alpha))
     _prune_dead_units(plan, structure, activity)
     _apply_residual_rule(plan, structure, activity, alpha_fc, alpha_conv)
     plan.apply()
@@ -152,6 +158,7 @@ class ReliefConfig:
     finetune: FitConfig = field(default_factory=FitConfig)
     seed: int = 0
     target_remaining: float | None = None  # stop early once this weight fraction is reached
+    blocks: int = 1  # > 1: connections only inside each unit's group (prune/blocks.py)
 
     def __post_init__(self) -> None:
         check_alpha(self.alpha_fc, "alpha_fc")
@@ -160,6 +167,7 @@ class ReliefConfig:
         validate.integer("calib_samples", self.calib_samples, 1, 10_000_000)
         validate.choice("conv_score", self.conv_score, ("paper", "reference"))
         validate.integer("seed", self.seed, 0, 2**63 - 1)
+        check_blocks(self.blocks)
         if not isinstance(self.finetune, FitConfig):
             raise ReliefError(f"finetune must be a FitConfig, got {self.finetune!r}")
         if self.target_remaining is not None:
@@ -260,7 +268,7 @@ def _prune_once(model: nn.Module, train_data: Dataset, config: ReliefConfig, ite
                 rewind_to: dict[str, torch.Tensor] | None, control: RunControl) -> None:
     calibration = _calibration_batches(train_data, config, iteration, control.world)
     relief_step(model, calibration, alpha_fc=config.alpha_fc, alpha_conv=config.alpha_conv,
-                conv_score=config.conv_score, world=control.world)
+                conv_score=config.conv_score, blocks=config.blocks, world=control.world)
     if rewind_to is not None:
         rewind(model, rewind_to)
 
