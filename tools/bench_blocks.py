@@ -26,6 +26,7 @@ import copy
 import json
 import os
 import platform
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -35,12 +36,13 @@ import onnxruntime
 import torch
 
 from relief_export import data, models
-from relief_export.bench.latency import create_session, time_interleaved
 from relief_export.pipeline import export_onnx
 from relief_export.prune import FitConfig, ReliefConfig, fit, relief
 from relief_export.table import format_table
 
-REPEATS = {1: 200, 64: 40}
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_suite import latency
+
 SCHEDULES = {  # as tools/bench_suite.py prunes the LeNets
     "lenet300_100": (20, ReliefConfig(iterations=15, target_remaining=0.05,
                                       finetune=FitConfig(epochs=15))),
@@ -64,19 +66,6 @@ def pruned(arch: str, blocks: int) -> dict[str, tuple[torch.nn.Module, dict]]:
                          progress=False).history
         result[name] = (model.eval(), history[-1])
     result["dense"] = (dense.eval(), {})
-    return result
-
-
-def latency(files: dict[str, Path], shape: list[int], runs: int) -> dict[int, dict[str, float]]:
-    result = {}
-    for batch, repeats in REPEATS.items():
-        feed = np.random.default_rng(0).random((batch, *shape[1:]), dtype=np.float32)
-        medians: dict[str, list[float]] = {name: [] for name in files}
-        for _ in range(runs):
-            sessions = {name: create_session(str(path), 1)[0] for name, path in files.items()}
-            for name, samples in time_interleaved(sessions, feed, 3, repeats).items():
-                medians[name].append(1e3 * float(np.median(samples)))
-        result[batch] = {name: float(np.median(v)) for name, v in medians.items()}
     return result
 
 
@@ -109,7 +98,7 @@ def main() -> None:
                 final = runs[name][1]
                 accuracy_rows.append([arch, name, f"{100 * final['remaining_weights']:.2f}%",
                                       f"{100 * final['test_accuracy']:.2f}%"])
-            times = latency(files, shape, args.runs)
+            times = medians(latency(files, tuple(shape[1:]), args.runs))
             for batch, ms in times.items():
                 speed_rows.append([arch, batch, *(f"{ms[k]:.3f}" for k in files),
                                    *(f"{ms['dense'] / ms[k]:.2f}x" for k in list(files)[1:])])
@@ -123,6 +112,12 @@ def main() -> None:
     print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(records, indent=1, default=str))
+
+
+def medians(runs: dict[int, dict[str, list[float]]]) -> dict[int, dict[str, float]]:
+    """The median over runs of each file's per-run median (ms)."""
+    return {batch: {name: float(np.median(v)) for name, v in ms.items()}
+            for batch, ms in runs.items()}
 
 
 if __name__ == "__main__":

@@ -38,12 +38,13 @@ import onnxruntime
 import torch
 
 from relief_export import models
-from relief_export.bench.latency import create_session, time_interleaved
 from relief_export.bench.masks import hidden_group_masks, relief_like_masks
 from relief_export.pipeline import export_onnx
 from relief_export.table import format_table
 
-REPEATS = {1: 40, 64: 6}
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_suite import latency
+
 MASKS = {"hidden groups": lambda m: hidden_group_masks(m, groups=8, seed=0),
          "NNrelief-like": lambda m: relief_like_masks(m, seed=0)}
 
@@ -70,19 +71,6 @@ def build(arch: str, masks: str, folder: Path, int8: bool) -> tuple[dict[str, Pa
                    "whole_model_ms": auto.sparse_whole_model_ms}
 
 
-def latency(files: dict[str, Path], shape: list[int], runs: int) -> dict[int, dict[str, float]]:
-    result = {}
-    for batch, repeats in REPEATS.items():
-        feed = np.random.default_rng(0).random((batch, *shape[1:]), dtype=np.float32)
-        medians: dict[str, list[float]] = {name: [] for name in files}
-        for _ in range(runs):
-            sessions = {name: create_session(str(path), 1)[0] for name, path in files.items()}
-            for name, samples in time_interleaved(sessions, feed, 3, repeats).items():
-                medians[name].append(1e3 * float(np.median(samples)))
-        result[batch] = {name: float(np.median(v)) for name, v in medians.items()}
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -98,7 +86,7 @@ def main() -> None:
         for arch in args.models.split(","):
             for masks in args.masks.split(","):
                 files, auto = build(arch, masks, Path(temp), args.int8)
-                times = latency(files, models.input_shape(arch), args.runs)
+                times = medians(latency(files, tuple(models.input_shape(arch)[1:]), args.runs))
                 chosen = [layer for layer in auto["layers"] if layer["chosen"] == "cover"]
                 for batch, ms in times.items():
                     int8 = [f"{ms['dense'] / ms['off int8']:.2f}x",
@@ -134,6 +122,12 @@ def layer_table(layers: list[dict]) -> str:
 
 def _ms(times: dict[str, float]) -> str:
     return " / ".join(f"{v:.3f}" for v in times.values()) or "-"
+
+
+def medians(runs: dict[int, dict[str, list[float]]]) -> dict[int, dict[str, float]]:
+    """The median over runs of each file's per-run median (ms)."""
+    return {batch: {name: float(np.median(v)) for name, v in ms.items()}
+            for batch, ms in runs.items()}
 
 
 if __name__ == "__main__":
