@@ -107,7 +107,9 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     _count(report, loaded.model, compaction.to_dict())
     report.compaction_text = str(compaction)
     if tuning:
-        exported, sparse = sparse_compute_stage(exported, tuning, examples)
+        exported, sparse = sparse_compute_stage(
+            exported, tuning, examples,
+            {layer.name: layer.macs_before for layer in compaction.layers})
         report.sparse_compute, report.sparse_whole_model_ms = sparse["layers"], \
             sparse["whole_model_ms"]
     fp32 = ir.to_proto(exported) if int8 else None

@@ -101,11 +101,13 @@ def kept_table(report: ExportReport) -> str:
 
 def sparse_table(report: ExportReport) -> str:
     """Per layer, what sparse compute measured and chose (``--verbose``): MACs per sample
-    after compaction, after the cover and of the nonzero weights; ms per setting."""
+    before and after compaction, after the cover and of the nonzero weights; ms per
+    setting."""
     return format_table(
-        ["layer", "MACs compacted", "MACs cover", "MACs nonzero", "blocks", "ms dense",
-         "ms cover", "chosen"],
-        [[c["name"], f"{c['macs_compacted']:,}", f"{c['macs_cover']:,}",
+        ["layer", "MACs dense", "MACs compacted", "MACs cover", "MACs nonzero", "blocks",
+         "ms dense", "ms cover", "chosen"],
+        [[c["name"], f"{c['macs_dense']:,}" if c["macs_dense"] is not None else "-",
+          f"{c['macs_compacted']:,}", f"{c['macs_cover']:,}",
           f"{c['macs_nonzero']:,}", c["blocks"], _times(c["ms_dense"]), _times(c["ms_cover"]),
           f"{c['chosen']} ({c['why']})"] for c in report.sparse_compute])
 

@@ -40,14 +40,17 @@ WHOLE_MODEL_ROUNDS = 5
 
 
 def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
-                         examples: tuple[torch.Tensor, ...]
+                         examples: tuple[torch.Tensor, ...], dense_macs: dict[str, int]
                          ) -> tuple[ir.Model, dict[str, Any]]:
     """Covers chosen layer by layer, then the whole model timed with and without them at
     every setting (interleaved, median of ``WHOLE_MODEL_ROUNDS``); the covers stay only if
-    the model with them is not slower at any setting."""
+    the model with them is not slower at any setting. ``dense_macs``: per layer (module)
+    name, its MACs per sample before compaction (matched to a layer by its weight's name)."""
     before = ir.to_proto(exported)
     compute = SparseCompute(settings)
     compute(exported)
+    for choice in compute.choices:
+        choice.macs_dense = dense_macs.get(choice.weight.removesuffix(".weight"))
     record: dict[str, Any] = {"layers": [asdict(c) for c in compute.choices],
                               "whole_model_ms": {}, "kept": False}
     if not any(c.chosen == "cover" for c in compute.choices):

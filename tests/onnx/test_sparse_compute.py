@@ -159,6 +159,9 @@ def test_export_with_sparse_compute_is_verified_and_reported(tmp_path):
                             sparse_compute="auto", tune_batches=[1, 4], align=1)
     assert report.max_relative_error is not None and report.max_relative_error <= 1e-4
     assert [layer["op"] for layer in report.sparse_compute] == ["Conv"] * 3 + ["Gemm"] * 2
+    # dense MACs per sample, from the compaction report, by hand: c1 16 x 32 x 9 taps x 16
+    assert report.sparse_compute[0]["weight"] == "c1.weight"
+    assert report.sparse_compute[0]["macs_dense"] == 32 * 16 * 9 * 16
     assert report.to_dict()["sparse_compute"] == report.sparse_compute
     x = torch.randn(5, 16, 4, 4)
     got = session(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy()})[0]
@@ -192,7 +195,7 @@ def test_cli_sparse_compute_reports_each_layer(tmp_path, capsys):
     assert "sparse compute: layers as dense blocks" in text
     header = next(line for line in text.splitlines() if line.startswith("layer ") and
                   "MACs cover" in line)
-    assert header.split()[:4] == ["layer", "MACs", "compacted", "MACs"]
+    assert header.split()[:5] == ["layer", "MACs", "dense", "MACs", "compacted"]
     x = torch.randn(2, 16, 4, 4)
     with torch.no_grad():
         expected = model(x).numpy()

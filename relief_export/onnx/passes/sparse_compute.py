@@ -43,6 +43,8 @@ class LayerCompute:
     macs_nonzero: int
     blocks: int
     reorder: str  # how the units' order is restored: "absorbed", "gather" or "none"
+    weight: str = ""  # the weight initializer's name (the module's parameter, from torch)
+    macs_dense: int | None = None  # before compaction, where the caller knows it
     ms_dense: dict[str, float] = field(default_factory=dict)
     ms_cover: dict[str, float] = field(default_factory=dict)
     chosen: str = "dense"
@@ -102,7 +104,8 @@ class SparseCompute(ir.passes.InPlacePass):
                               int(layer.weight.size) * positions, cover.macs * taps * positions,
                               int(np.count_nonzero(layer.weight)) * positions, len(cover.blocks),
                               "none" if identity_order else
-                              "absorbed" if reader is not None else "gather")
+                              "absorbed" if reader is not None else "gather",
+                              str(getattr(layer.node.inputs[1], "name", "")))
         self.choices.append(record)
         if cover.fraction >= 1.0 or len(cover.blocks) == 1:
             record.why = "no cover with fewer multiply-adds"
