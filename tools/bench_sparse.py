@@ -18,7 +18,7 @@ seconds of auto (with tuning), and per layer of auto what the cover gained and w
 Targets (issue "Sparse compute"): VGG-16 hidden groups auto >= 3.0x dense at batch 64 and
 >= 2.5x at batch 1; NNrelief-like masks auto / off >= 0.97 at both batch sizes.
 
-Usage: .venv/bin/python tools/bench_sparse.py [--runs 3] [--models vgg16,resnet56] [--int8]
+Usage: .venv/bin/python tools/bench_sparse.py [--runs 3] [--models vgg16,resnet56|all] [--int8]
        [--masks "hidden groups,NNrelief-like"] [--json F]
 """
 
@@ -83,7 +83,7 @@ def main() -> None:
           f"onnxruntime {onnxruntime.__version__}, load {os.getloadavg()[0]:.2f}")
     rows, records = [], []
     with tempfile.TemporaryDirectory() as temp:
-        for arch in args.models.split(","):
+        for arch in models.names() if args.models == "all" else args.models.split(","):
             for masks in args.masks.split(","):
                 files, auto = build(arch, masks, Path(temp), args.int8)
                 times = medians(latency(files, tuple(models.input_shape(arch)[1:]), args.runs))

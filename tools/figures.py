@@ -47,6 +47,8 @@ FIGURES: dict[str, list[str]] = {
     "cover": [PYTHON, "tools/bench_cover.py"],
     "sparse": [PYTHON, "tools/bench_sparse.py", "--int8"],
     "blocks": [PYTHON, "tools/bench_blocks.py"],
+    "sparse_zoo": [PYTHON, "tools/bench_sparse.py", "--models", "all", "--masks",
+                   "NNrelief-like", "--runs", "2"],
 }
 DEMO_PICTURES = ("accuracy_vs_weights.png", "latency.png", "lenet300_100_before_after.png")
 BLOCK = re.compile(r"(<!-- figures:(?P<name>\w+) -->\n).*?(<!-- /figures:(?P=name) -->)",
