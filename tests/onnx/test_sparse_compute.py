@@ -10,6 +10,8 @@ from onnx.reference import ReferenceEvaluator
 from torch import nn
 
 import relief_export as rx
+from relief_export.bench.families import FAMILIES, available
+from relief_export.bench.families import masked as family_masked
 from relief_export.bench.masks import hidden_group_masks
 from relief_export.errors import ReliefError
 from relief_export.int8 import int8_samples, to_int8
@@ -249,3 +251,30 @@ def test_covers_are_dropped_when_the_whole_model_is_slower(tmp_path, monkeypatch
     nodes = onnx.load(tmp_path / "m.onnx").graph.node
     assert [n.op_type for n in nodes].count("Conv") == 3
     assert not any("_block" in n.name for n in nodes)
+
+
+FAMILY_PARAMS = [name if not (FAMILIES[name].needs or FAMILIES[name].archive) else
+                 pytest.param(name, marks=pytest.mark.slow) for name in FAMILIES]
+
+
+@pytest.mark.parametrize("name", FAMILY_PARAMS)
+def test_every_cover_is_exact_on_the_families(name, tmp_path, monkeypatch):
+    """Every cover forced in (whatever the timing says), under unstructured masks: the
+    export's own verification (onnxruntime vs the masked model, <= 1e-4) must pass."""
+    import relief_export.pipeline.sparse_stage as stage
+
+    family = FAMILIES[name]
+    if not available(family):
+        pytest.skip(f"needs {family.needs}")
+    monkeypatch.setattr(stage, "SparseCompute", lambda settings: SparseCompute(
+        settings, force="cover"))
+    monkeypatch.setattr(stage, "interleaved_ms", lambda models, feeds, threads, rounds:
+                        [2.0, 1.0])
+    model, inputs = family_masked(name, "l1 90%")
+    report = rx.export_onnx(model, tmp_path / "m.onnx", example_inputs=inputs, align=1,
+                            sparse_compute="auto", tune_batches=[2])
+    assert report.max_relative_error is not None and report.max_relative_error <= 1e-4
+    covered = [layer for layer in report.sparse_compute if layer["chosen"] == "cover"]
+    assert all(layer["macs_cover"] < layer["macs_compacted"] for layer in covered)
+    if not (family.needs or family.archive):  # each hand-written family has covered layers
+        assert covered, report.sparse_compute
