@@ -1,6 +1,7 @@
 """The one place that composes the stages: ``export_onnx`` (``export.py``) runs
-load (inputs) -> compact (compile) -> emit -> [int8] -> encode / metadata / IR version
-(ONNX passes) -> verify -> write (files). The stages below see only modules and files."""
+load (inputs) -> compact (compile) -> emit -> [sparse compute] -> [int8] -> encode /
+metadata / IR version (ONNX passes) -> verify -> write (files). The stages below see only
+modules and files."""
 
 from .examples import real_inputs
 from .export import export_onnx

@@ -1,5 +1,5 @@
-"""``export_onnx``: load -> compact -> emit -> [int8] -> encode / metadata / IR version ->
-verify -> write, each stage called once, in order."""
+"""``export_onnx``: load -> compact -> emit -> [sparse compute] -> [int8] -> encode /
+metadata / IR version -> verify -> write, each stage called once, in order."""
 
 from __future__ import annotations
 
