@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,11 @@ from ..onnx.passes import (
     SetMetadata,
     TensorChoice,
 )
+from ..onnx.sparse.timing import Setting
 from .examples import examples_for, real_inputs
 from .int8_stage import Int8Options, check_int8_inputs, int8_metadata, quantize_stage
 from .report import ExportReport
-from .sparse_stage import sparse_compute_stage, sparse_settings
+from .sparse_stage import drop_covers, slower_settings, sparse_compute_stage, sparse_settings
 
 FP32_TOLERANCE = 1e-4
 MIN_OPSET = 17
@@ -106,6 +107,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     report.source_sha256 = loaded.sha256
     _count(report, loaded.model, compaction.to_dict())
     report.compaction_text = str(compaction)
+    sparse: dict[str, Any] = {"kept": False}
     if tuning:
         exported, sparse = sparse_compute_stage(
             exported, tuning, examples,
@@ -118,6 +120,9 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
             _verify(report, fp32, fp32.SerializeToString(), loaded, compacted, examples)
         quantized = quantize_stage(report, fp32, loaded, list(examples[0].shape), options,
                                    progress)
+        if sparse["kept"]:
+            quantized = _int8_with_or_without_covers(report, quantized, sparse, loaded,
+                                                     examples, options, tuning, progress)
         exported = ir.serde.deserialize_model(quantized)
     encode = EncodeWeights(MODES[weights], np.float16 if fp16_weights else np.float32)
     ir.passes.PassManager([encode, DropZeroBiasZeroPoints(), ClearValueInfo(),
@@ -144,6 +149,26 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
         files[outputs["report"]] = json.dumps(report.to_dict(), indent=1, default=str).encode()
     write_files(files, inputs=_inputs(model_or_path))
     return report
+
+
+def _int8_with_or_without_covers(report: ExportReport, quantized: onnx.ModelProto,
+                                 sparse: dict[str, Any], loaded: LoadedModel,
+                                 examples: tuple[torch.Tensor, ...], options: Int8Options,
+                                 tuning: tuple[Setting, ...],
+                                 progress: Callable[[str], None] | None) -> onnx.ModelProto:
+    """Covers chosen in fp32 can lose in int8: the model without them is quantized too, and
+    the one that is not slower at any setting is kept (the covers when they tie)."""
+    alternative = replace(report, notes=list(report.notes))
+    uncovered = quantize_stage(alternative, sparse["without_covers"], loaded,
+                               list(examples[0].shape), options, progress)
+    slower = slower_settings(uncovered, quantized, tuning, examples,
+                             report.sparse_whole_model_ms, "int8, ")
+    if not slower:
+        return quantized
+    drop_covers(sparse, "in int8 the whole model measured slower with the covers at " +
+                ", ".join(slower))
+    report.int8, report.notes = alternative.int8, alternative.notes
+    return uncovered
 
 
 def _check_strict(compaction: CompactionReport, source: Path) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
+import onnx
 import onnx_ir as ir
 import torch
 
@@ -55,27 +56,43 @@ def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
                               "whole_model_ms": {}, "kept": False}
     if not any(c.chosen == "cover" for c in compute.choices):
         return exported, record
-    after = ir.to_proto(exported)
-    names = [str(v.name) for v in exported.graph.inputs]
+    slower = slower_settings(before, ir.to_proto(exported), settings, examples,
+                             record["whole_model_ms"])
+    if slower:
+        drop_covers(record, "the whole model measured slower with the covers at " +
+                    ", ".join(slower))
+        return ir.serde.deserialize_model(before), record
+    record["kept"], record["without_covers"] = True, before
+    return exported, record
+
+
+def slower_settings(without: onnx.ModelProto, with_covers: onnx.ModelProto,
+                    settings: tuple[Setting, ...], examples: tuple[torch.Tensor, ...],
+                    times: dict[str, dict[str, float]], prefix: str = "") -> list[str]:
+    """The settings at which ``with_covers`` runs slower than ``without`` (both timed
+    interleaved on the same seeded inputs); their ms go into ``times``."""
+    names = [str(v.name) for v in without.graph.input
+             if v.name not in {i.name for i in without.graph.initializer}]
     generator = torch.Generator().manual_seed(0)
     slower = []
     for setting in settings:
         feed = {name: random_like(x, setting.batch, generator, "normal").numpy()
                 for name, x in zip(names, examples, strict=True)}
-        off_ms, auto_ms = interleaved_ms([before.SerializeToString(), after.SerializeToString()],
+        off_ms, auto_ms = interleaved_ms([without.SerializeToString(),
+                                          with_covers.SerializeToString()],
                                          [feed, feed], setting.threads, WHOLE_MODEL_ROUNDS)
-        record["whole_model_ms"][_label(setting)] = {"off": round(off_ms, 4),
-                                                     "auto": round(auto_ms, 4)}
+        times[prefix + _label(setting)] = {"off": round(off_ms, 4), "auto": round(auto_ms, 4)}
         if auto_ms > off_ms:
-            slower.append(_label(setting))
-    if slower:
-        why = "the whole model measured slower with the covers at " + ", ".join(slower)
-        for layer in record["layers"]:
-            if layer["chosen"] == "cover":
-                layer["chosen"], layer["why"] = "dense", why
-        return ir.serde.deserialize_model(before), record
-    record["kept"] = True
-    return exported, record
+            slower.append(prefix + _label(setting))
+    return slower
+
+
+def drop_covers(record: dict[str, Any], why: str) -> None:
+    """Mark every covered layer of ``record`` dense again, saying why."""
+    record["kept"] = False
+    for layer in record["layers"]:
+        if layer["chosen"] == "cover":
+            layer["chosen"], layer["why"] = "dense", why
 
 
 def _label(setting: Setting) -> str:

@@ -278,3 +278,30 @@ def test_every_cover_is_exact_on_the_families(name, tmp_path, monkeypatch):
     assert all(layer["macs_cover"] < layer["macs_compacted"] for layer in covered)
     if not (family.needs or family.archive):  # each hand-written family has covered layers
         assert covered, report.sparse_compute
+
+
+@pytest.mark.parametrize(("int8_times", "kept"), [([1.0, 2.0], False), ([2.0, 1.0], True)])
+def test_int8_keeps_the_covers_only_where_they_stay_faster(tmp_path, monkeypatch, int8_times,
+                                                           kept):
+    """Covers faster in fp32; in int8 the model without them is quantized too, and the
+    covers stay only if the int8 model with them is not slower."""
+    import relief_export.pipeline.sparse_stage as stage
+
+    answers = iter([[2.0, 1.0], int8_times])
+    monkeypatch.setattr(stage, "SparseCompute", lambda settings: SparseCompute(
+        settings, force="cover"))
+    monkeypatch.setattr(stage, "interleaved_ms",
+                        lambda models, feeds, threads, rounds: next(answers))
+    report = rx.export_onnx(masked(Chain()), tmp_path / "m.onnx", input_shape=[1, 16, 4, 4],
+                            sparse_compute="auto", tune_batches=[4], align=1, int8=True,
+                            calib_synthetic=True, int8_layers="all",
+                            accept_accuracy_drop=100.0)
+    assert set(report.sparse_whole_model_ms) == {"batch 4, 1 thread(s)",
+                                                 "int8, batch 4, 1 thread(s)"}
+    covered = [layer for layer in report.sparse_compute if layer["chosen"] == "cover"]
+    nodes = onnx.load(tmp_path / "m.onnx").graph.node
+    assert any("_block" in n.name for n in nodes) == kept == bool(covered)
+    if not kept:
+        assert all("in int8 the whole model measured slower" in layer["why"]
+                   for layer in report.sparse_compute if layer["blocks"] > 1)
+    assert report.int8 is not None and report.int8["fp32_layers"] == []
