@@ -13,12 +13,14 @@ Models (random weights, no data set needed): VGG-16 and ResNet-56 with
 
 Latency: medians of interleaved runs (dense off auto dense off auto ...) at batch 1 and 64,
 repeated --runs times with fresh sessions; speed-ups against dense. Also printed: export
-seconds of auto (with tuning), and per layer of auto what the cover gained and what was chosen.
+seconds of auto (with tuning), and with --layers, per layer of auto what the cover gained and
+what was chosen.
 
 Targets (issue "Sparse compute"): VGG-16 hidden groups auto >= 3.0x dense at batch 64 and
 >= 2.5x at batch 1; NNrelief-like masks auto / off >= 0.97 at both batch sizes.
 
 Usage: .venv/bin/python tools/bench_sparse.py [--runs 3] [--models vgg16,resnet56|all] [--int8]
+       [--layers]
        [--masks "hidden groups,NNrelief-like"] [--json F]
 """
 
@@ -77,6 +79,8 @@ def main() -> None:
     parser.add_argument("--models", default="vgg16,resnet56")
     parser.add_argument("--masks", default=",".join(MASKS))
     parser.add_argument("--int8", action="store_true")
+    parser.add_argument("--layers", action="store_true",
+                        help="also print, per model, what sparse compute saw in each layer")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -100,8 +104,10 @@ def main() -> None:
                                 "whole_model_ms": auto["whole_model_ms"]})
                 print(f"{arch} / {masks}: sparse compute chose blocks for {len(chosen)} of "
                       f"{len(auto['layers'])} layers; export with tuning "
-                      f"{auto['seconds']:.1f} s", file=sys.stderr)
-                print(layer_table(auto["layers"]))
+                      f"{auto['seconds']:.1f} s")
+                if args.layers:
+                    print(f"{arch} / {masks}, per layer (--sparse-compute auto):")
+                    print(layer_table(auto["layers"]))
     int8_columns = ["off int8 vs dense", "auto int8 vs dense"] if args.int8 else []
     print(format_table(["model", "masks", "batch", "dense ms", "off ms", "auto ms",
                         "off vs dense", "auto vs dense", "auto vs off", *int8_columns], rows))

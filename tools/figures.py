@@ -45,7 +45,7 @@ FIGURES: dict[str, list[str]] = {
     "distributed": [PYTHON, "tools/bench_distributed.py"],
     "fuzz": [PYTHON, "tools/fuzz.py"],
     "cover": [PYTHON, "tools/bench_cover.py"],
-    "sparse": [PYTHON, "tools/bench_sparse.py", "--int8"],
+    "sparse": [PYTHON, "tools/bench_sparse.py", "--int8", "--layers"],
     "blocks": [PYTHON, "tools/bench_blocks.py"],
     "sparse_zoo": [PYTHON, "tools/bench_sparse.py", "--models", "all", "--masks",
                    "NNrelief-like", "--runs", "2"],
