@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,13 +82,13 @@ def interleaved_ms(models: Sequence[bytes], feeds: Sequence[dict[str, np.ndarray
     return [statistics.median(t) for t in times]
 
 
-def single_layer_model(build: object, input_shape: Sequence[int], opset: int) -> ir.Model:
+def single_layer_model(build: Callable[[ir.Graph, ir.Value], ir.Value],
+                       input_shape: Sequence[int], opset: int) -> ir.Model:
     """A model around ``build(graph, x) -> output value`` with one float input of
     ``input_shape`` (batch dynamic)."""
     x = ir.Value(name="x", shape=ir.Shape(["batch", *input_shape[1:]]),
                  type=ir.TensorType(ir.DataType.FLOAT))
     graph = ir.Graph([x], [], nodes=[], opset_imports={"": opset}, name="candidate")
-    output = build(graph, x)  # type: ignore[operator]
+    output = build(graph, x)
     graph.outputs.append(output)
-    model = ir.Model(graph, ir_version=min(onnx.IR_VERSION, 10))
-    return model
+    return ir.Model(graph, ir_version=min(onnx.IR_VERSION, 10))
