@@ -111,7 +111,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     if tuning:
         exported, sparse = sparse_compute_stage(
             exported, tuning, examples,
-            {layer.name: layer.macs_before for layer in compaction.layers})
+            {layer.name: layer.macs_before for layer in compaction.layers}, progress)
         report.sparse_compute, report.sparse_whole_model_ms = sparse["layers"], \
             sparse["whole_model_ms"]
     fp32 = ir.to_proto(exported) if int8 else None

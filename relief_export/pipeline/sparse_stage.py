@@ -3,7 +3,7 @@ pass followed by a whole-model check."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -41,14 +41,15 @@ WHOLE_MODEL_ROUNDS = 5
 
 
 def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
-                         examples: tuple[torch.Tensor, ...], dense_macs: dict[str, int]
+                         examples: tuple[torch.Tensor, ...], dense_macs: dict[str, int],
+                         progress: Callable[[str], None] | None = None
                          ) -> tuple[ir.Model, dict[str, Any]]:
     """Covers chosen layer by layer, then the whole model timed with and without them at
     every setting (interleaved, median of ``WHOLE_MODEL_ROUNDS``); the covers stay only if
     the model with them is not slower at any setting. ``dense_macs``: per layer (module)
     name, its MACs per sample before compaction (matched to a layer by its weight's name)."""
     before = ir.to_proto(exported)
-    compute = SparseCompute(settings)
+    compute = SparseCompute(settings, progress=progress)
     compute(exported)
     for choice in compute.choices:
         choice.macs_dense = dense_macs.get(choice.weight.removesuffix(".weight"))

@@ -195,6 +195,7 @@ def test_cli_sparse_compute_reports_each_layer(tmp_path, capsys):
                               capsys)
     assert code == 0, err
     assert "sparse compute: layers as dense blocks" in text
+    assert "sparse compute: layer 1/5 (node_conv2d): cover search and timing" in err
     header = next(line for line in text.splitlines() if line.startswith("layer ") and
                   "MACs cover" in line)
     assert header.split()[:5] == ["layer", "MACs", "dense", "MACs", "compacted"]
@@ -238,7 +239,7 @@ def test_covers_are_dropped_when_the_whole_model_is_slower(tmp_path, monkeypatch
     model without covers, and each layer says why."""
     import relief_export.pipeline.sparse_stage as stage
 
-    monkeypatch.setattr(stage, "SparseCompute", lambda settings: SparseCompute(
+    monkeypatch.setattr(stage, "SparseCompute", lambda settings, progress=None: SparseCompute(
         settings, force="cover"))
     monkeypatch.setattr(stage, "interleaved_ms",
                         lambda models, feeds, threads, rounds: [1.0, 2.0])
@@ -266,7 +267,7 @@ def test_every_cover_is_exact_on_the_families(name, tmp_path, monkeypatch):
     family = FAMILIES[name]
     if not available(family):
         pytest.skip(f"needs {family.needs}")
-    monkeypatch.setattr(stage, "SparseCompute", lambda settings: SparseCompute(
+    monkeypatch.setattr(stage, "SparseCompute", lambda settings, progress=None: SparseCompute(
         settings, force="cover"))
     monkeypatch.setattr(stage, "interleaved_ms", lambda models, feeds, threads, rounds:
                         [2.0, 1.0])
@@ -288,7 +289,7 @@ def test_int8_keeps_the_covers_only_where_they_stay_faster(tmp_path, monkeypatch
     import relief_export.pipeline.sparse_stage as stage
 
     answers = iter([[2.0, 1.0], int8_times])
-    monkeypatch.setattr(stage, "SparseCompute", lambda settings: SparseCompute(
+    monkeypatch.setattr(stage, "SparseCompute", lambda settings, progress=None: SparseCompute(
         settings, force="cover"))
     monkeypatch.setattr(stage, "interleaved_ms",
                         lambda models, feeds, threads, rounds: next(answers))

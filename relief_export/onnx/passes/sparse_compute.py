@@ -17,6 +17,7 @@ dense time at every measured batch size and thread count. Every choice is record
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,22 +76,29 @@ class _Layer:
 
 class SparseCompute(ir.passes.InPlacePass):
     """``settings``: the (batch, threads) pairs timed; ``force="cover"`` skips the timing and
-    applies every cover with fewer multiply-adds (for tests and experiments)."""
+    applies every cover with fewer multiply-adds (for tests and experiments); ``progress``
+    hears one line per layer."""
 
     def __init__(self, settings: tuple[Setting, ...] = (Setting(1, 1), Setting(64, 1)),
-                 max_blocks: int = 16, force: str | None = None):
+                 max_blocks: int = 16, force: str | None = None,
+                 progress: Callable[[str], None] | None = None):
         super().__init__()
         self.timer = Timer(settings)
         self.max_blocks, self.force = max_blocks, force
+        self.progress = progress or (lambda _: None)
         self.choices: list[LayerCompute] = []
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         opset = model.opset_imports.get("", 18)
+        nodes = [node for node in graph if node.op_type in LAYER_KINDS]
         modified = False
-        for node in list(graph):
+        for index, node in enumerate(nodes):
+            # read when reached: an earlier cover may have permuted this layer's weight
             layer = _read(node) if node.graph is graph else None
             if layer is not None:
+                self.progress(f"sparse compute: layer {index + 1}/{len(nodes)} "
+                              f"({node.name}): cover search and timing")
                 modified |= self._layer(graph, layer, opset)
         return ir.passes.PassResult(model, modified)
 
