@@ -82,9 +82,9 @@ def slower_settings(without: onnx.ModelProto, with_covers: onnx.ModelProto,
         off_ms, auto_ms = interleaved_ms([without.SerializeToString(),
                                           with_covers.SerializeToString()],
                                          [feed, feed], setting.threads, WHOLE_MODEL_ROUNDS)
-        times[prefix + _label(setting)] = {"off": round(off_ms, 4), "auto": round(auto_ms, 4)}
+        times[prefix + setting.label] = {"off": round(off_ms, 4), "auto": round(auto_ms, 4)}
         if auto_ms > off_ms:
-            slower.append(prefix + _label(setting))
+            slower.append(prefix + setting.label)
     return slower
 
 
@@ -95,6 +95,3 @@ def drop_covers(record: dict[str, Any], why: str) -> None:
         if layer["chosen"] == "cover":
             layer["chosen"], layer["why"] = "dense", why
 
-
-def _label(setting: Setting) -> str:
-    return f"batch {setting.batch}, {setting.threads} thread(s)"

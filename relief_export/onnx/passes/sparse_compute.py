@@ -170,11 +170,11 @@ class SparseCompute(ir.passes.InPlacePass):
             [(key, single_layer_model(dense, layer.shape, opset)),
              (f"{key}|{sizes}|{restore}", single_layer_model(covered, layer.shape, opset))],
             layer.shape)
-        record.ms_dense = {_label(s): round(ms, 4) for s, ms in dense_ms.items()}
-        record.ms_cover = {_label(s): round(ms, 4) for s, ms in cover_ms.items()}
+        record.ms_dense = {s.label: round(ms, 4) for s, ms in dense_ms.items()}
+        record.ms_cover = {s.label: round(ms, 4) for s, ms in cover_ms.items()}
         slower = [s for s in dense_ms if cover_ms[s] > MARGIN * dense_ms[s]]
         if slower:
-            record.why = "dense measured faster at " + ", ".join(_label(s) for s in slower)
+            record.why = "dense measured faster at " + ", ".join(s.label for s in slower)
             return False
         record.why = "cover measured faster at every setting"
         return True
@@ -212,9 +212,6 @@ def _meets_residual(value: ir.Value) -> bool:
         v is not value and v is not None and constant(v) is None for v in use.node.inputs)
         for use in value.uses())
 
-
-def _label(setting: Setting) -> str:
-    return f"batch {setting.batch}, {setting.threads} thread(s)"
 
 
 def _positions(node: ir.Node) -> int:

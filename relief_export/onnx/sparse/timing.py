@@ -29,6 +29,10 @@ class Setting:
     batch: int
     threads: int
 
+    @property
+    def label(self) -> str:
+        return f"batch {self.batch}, {self.threads} thread(s)"
+
 
 @dataclass
 class Timer:
