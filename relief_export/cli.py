@@ -17,7 +17,13 @@ from typing import Any
 
 from ._version import __version__
 from .catalog import SPEC_HELP, ZOO_NAMES
-from .commands._options import add_fit_options, add_source_options, positive_list
+from .commands._options import (
+    add_data_options,
+    add_fit_options,
+    add_source_options,
+    add_task_options,
+    positive_list,
+)
 from .errors import ReliefError
 from .progress import set_quiet
 from .quiet import quiet_libraries
@@ -68,6 +74,8 @@ def _train_parser(sub) -> None:
                         help=f"zoo architecture: {', '.join(ZOO_NAMES)}")
     parser.add_argument("--data", required=True, help=SPEC_HELP)
     parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    add_data_options(parser)
+    add_task_options(parser)
     add_fit_options(parser, epochs=20)
     parser.set_defaults(handler=_run_train)
 
@@ -80,7 +88,8 @@ def _run_train(args: argparse.Namespace) -> dict:
 
 def _prune_parser(sub) -> None:
     parser = _parser(sub, "prune")
-    parser.add_argument("model", help="dense checkpoint (.pt) from `relief-export train`")
+    parser.add_argument("model", help="the model: a checkpoint (.pt), a state_dict with --arch, "
+                        "a .pt2, an ONNX file, a trusted pickle or a Hugging Face folder")
     parser.add_argument("--data", required=True, help=SPEC_HELP)
     parser.add_argument("--out", required=True, help="masked checkpoint to write (.pt)")
     group = parser.add_argument_group("NNrelief")
@@ -110,6 +119,8 @@ def _prune_parser(sub) -> None:
     group.add_argument("--resume", action="store_true",
                        help="continue from the run state OUT.resume of an interrupted run")
     add_source_options(parser)
+    add_data_options(parser)
+    add_task_options(parser)
     add_fit_options(parser, epochs=10)
     parser.set_defaults(handler=_run_prune)
 
@@ -141,6 +152,7 @@ def _bench_parser(sub) -> None:
                         help="also quantize the first model (static QDQ, per-channel int8, "
                         "calibrated on the training split of --data), write it to OUT.onnx "
                         "and benchmark it: the dense int8 row")
+    add_data_options(parser)
     parser.set_defaults(handler=_run_bench)
 
 
@@ -228,6 +240,7 @@ def build_export_parser() -> argparse.ArgumentParser:
     _sparse_options(parser.add_argument_group(
         "sparse compute (sparse layers as dense blocks, where that measures faster)"))
     add_source_options(parser)
+    add_data_options(parser, "--calib-data")
     _add_output_options(parser)
     parser.set_defaults(handler=_run_export)
     return parser

@@ -12,6 +12,7 @@ File bytes: the .onnx file plus every external data file its tensors point to.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -110,14 +111,27 @@ def _signature(path: str, model: onnx.ModelProto
     return inputs, dims[0].dim_value or None
 
 
+# input type -> the timing batch: U(0, 1) floats, or token id 0 (valid for any vocabulary)
+TIMING_FEEDS: dict[int, Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]] = {
+    onnx.TensorProto.FLOAT: lambda rng, shape: rng.random(shape, dtype=np.float32),
+    onnx.TensorProto.INT64: lambda rng, shape: np.zeros(shape, np.int64),
+    onnx.TensorProto.INT32: lambda rng, shape: np.zeros(shape, np.int32),
+}
+
+
+def timing_batch(stats: GraphStats, batch: int, rng: np.random.Generator) -> np.ndarray:
+    return TIMING_FEEDS[stats.input_type](rng, (batch, *stats.input_shape))
+
+
 def timing_problem(path: Path | str, stats: GraphStats) -> str | None:
-    """Why bench cannot feed the model random batches, or None: it needs one float32 input
-    whose axes after the batch have fixed sizes."""
+    """Why bench cannot feed the model batches, or None: it needs one float32 (or integer
+    token id) input whose axes after the batch have fixed sizes."""
     if stats.inputs != 1:
         return (f"{path}: bench needs models with one input and at least one output (found "
                 f"{stats.inputs} inputs)")
-    if stats.input_type != onnx.TensorProto.FLOAT:
-        return f"{path}: input {stats.input_name!r} must be a float32 tensor with a batch axis"
+    if stats.input_type not in TIMING_FEEDS:
+        return (f"{path}: input {stats.input_name!r} must be a float32, int64 or int32 tensor "
+                "with a batch axis")
     if any(size < 1 for size in stats.input_shape):
         return (f"{path}: input {stats.input_name!r} has no fixed size on some sample axis "
                 f"({list(stats.input_dims)}); bench needs them")

@@ -20,7 +20,8 @@ if len(sys.argv) > 1:
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
     shape = [batch] + [d if isinstance(d, int) else 1 for d in feed.shape[1:]]
-    session.run(None, {feed.name: np.zeros(shape, np.float32)})
+    dtype = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}.get(feed.type, np.float32)
+    session.run(None, {feed.name: np.zeros(shape, dtype)})
 with open("/proc/self/status") as status:  # VmHWM: this address space's peak RSS
     peak = next(line for line in status if line.startswith("VmHWM:"))
 print(int(peak.split()[1]) * 1024)

@@ -15,7 +15,7 @@ import numpy as np
 from .. import validate
 from ..errors import ReliefError, first_line
 from ..progress import progress as show_progress
-from .graph_stats import GraphStats, graph_stats, timing_problem
+from .graph_stats import GraphStats, graph_stats, timing_batch, timing_problem
 from .latency import create_session, percentile, time_interleaved
 from .machine import machine_info
 from .memory import peak_memory
@@ -52,7 +52,7 @@ def benchmark(paths: list[str | Path], *, batch_sizes: tuple[int, ...] = (1, 8, 
     configurations = [(t, b) for t in threads for b in batch_sizes]
     for count, batch in show_progress(configurations, desc="benchmark", unit="config",
                                       enabled=progress):
-        feed = rng.random((batch, *stats[0].input_shape), dtype=np.float32)
+        feed = timing_batch(stats[0], batch, rng)
         sessions, created = {}, {}
         for path in files:
             sessions[str(path)], created[str(path)] = create_session(str(path), count)

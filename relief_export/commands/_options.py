@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..catalog import LOSS_NAMES, TASK_NAMES
+
 
 def int_list(text: str) -> list[int]:
     try:
@@ -43,7 +45,8 @@ def fit_config(args: argparse.Namespace):
     return FitConfig(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
                      momentum=args.momentum, weight_decay=args.weight_decay,
                      milestones=tuple(args.milestones), batch_size=args.batch_size,
-                     seed=args.seed, device=args.device, augment=args.augment)
+                     seed=args.seed, device=args.device, augment=args.augment,
+                     task=args.task, loss=args.loss)
 
 
 def positive_list(text: str) -> list[int]:
@@ -66,12 +69,16 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--allow-factory", action="store_true",
                        help="allow importing the model class or factory that MODEL or --arch "
                        "names (runs that code)")
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="MODEL is a Hugging Face folder whose class is its own code: "
+                       "allow running it")
 
 
 def source_options(args: argparse.Namespace) -> dict:
     """read_model's keyword arguments from the options above."""
     return {"trust": args.trust_pickle, "allow_factory": args.allow_factory,
-            "arch": args.arch, "arch_kwargs": args.arch_kwargs}
+            "arch": args.arch, "arch_kwargs": args.arch_kwargs,
+            "trust_remote_code": args.trust_remote_code}
 
 
 def json_object(text: str) -> dict:
@@ -84,3 +91,49 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
+
+
+def add_data_options(parser: argparse.ArgumentParser, what: str = "--data") -> None:
+    """How the data set that ``what`` names is read; each becomes an option of its spec."""
+    group = parser.add_argument_group(f"reading {what}")
+    group.add_argument("--image-size", default=None, metavar="H[,W]",
+                       help="imagefolder: resize every image to H x W")
+    group.add_argument("--normalize", default=None, metavar="none|imagenet|dataset",
+                       help="imagefolder: per-channel normalisation (default none: [0, 1])")
+    group.add_argument("--text-column", default=None, metavar="NAME[,NAME]",
+                       help="hf: the text column(s) (default text)")
+    group.add_argument("--label-column", default=None, metavar="NAME",
+                       help="hf, csv: the label column (default label; csv: else the last)")
+    group.add_argument("--tokenizer", default=None, metavar="DIR",
+                       help="hf: the tokenizer folder (default: MODEL, when it is a Hugging "
+                       "Face folder)")
+    group.add_argument("--max-length", default=None, type=int, metavar="N",
+                       help="hf: tokens per sample (padded / truncated; default 128)")
+
+
+def data_spec(args: argparse.Namespace, spec: str | None, model: str | None = None
+              ) -> str | None:
+    """``spec`` with the options above added; an ``hf:`` spec takes MODEL's tokenizer when
+    MODEL is a Hugging Face folder and --tokenizer is not given."""
+    if spec is None:
+        return None
+    from pathlib import Path
+
+    from ..data import with_options
+
+    tokenizer = args.tokenizer
+    if tokenizer is None and model is not None and spec.startswith("hf:") and \
+            "tokenizer=" not in spec and (Path(model) / "config.json").is_file():
+        tokenizer = model
+    return with_options(spec, image_size=args.image_size, normalize=args.normalize,
+                        text_column=args.text_column, label_column=args.label_column,
+                        tokenizer=tokenizer, max_length=args.max_length)
+
+
+def add_task_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("task")
+    group.add_argument("--task", default="classification", choices=TASK_NAMES,
+                       help="what the model predicts; sets the default loss and the score "
+                       "reported as accuracy (R^2 for regression)")
+    group.add_argument("--loss", default=None, choices=LOSS_NAMES,
+                       help="fine-tuning loss (default: cross-entropy, or mse for regression)")

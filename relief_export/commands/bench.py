@@ -15,6 +15,7 @@ from ..files import check_output, write_file, write_files
 from ..int8 import int8_samples
 from ..onnx.formats.base import PREFIX
 from ..onnx.quantize import quantize
+from ._options import data_spec
 
 
 def bench_command(args: argparse.Namespace) -> dict:
@@ -23,11 +24,12 @@ def bench_command(args: argparse.Namespace) -> dict:
     for path in wanted:
         check_output(path, inputs=args.models)
     models = list(args.models)
+    spec = data_spec(args, args.data)
     if args.int8_baseline is not None:
         models.append(_int8_baseline(Path(args.models[0]), Path(args.int8_baseline),
-                                     args.data, args.models))
+                                     spec, args.models))
     report = benchmark(models, batch_sizes=tuple(args.batch), threads=tuple(args.threads),
-                       warmup=args.warmup, repeats=args.repeats, data=args.data,
+                       warmup=args.warmup, repeats=args.repeats, data=spec,
                        memory=not args.no_memory)
     print(report.table())
     written = write_files({path: getattr(report, render)() for path, render in wanted.items()},

@@ -7,7 +7,7 @@ import sys
 
 from ..pipeline import export_onnx, kept_table, sparse_table, tensor_table
 from ..progress import is_quiet
-from ._options import source_options
+from ._options import data_spec, source_options
 from .inspect import print_notes
 
 
@@ -17,7 +17,7 @@ def export_command(args: argparse.Namespace) -> dict:
                          opset=args.opset, align=args.align, dense_out=args.dense_out,
                          verify_outputs=not args.no_verify, **source_options(args),
                          report_path=args.report,
-                         int8=args.int8, calib_data=args.calib_data,
+                         int8=args.int8, calib_data=data_spec(args, args.calib_data, args.model),
                          calib_samples=args.calib_samples, calib_method=args.calib_method,
                          calib_synthetic=args.calib_synthetic, int8_layers=args.int8_layers,
                          int8_batch=args.int8_batch,

@@ -57,7 +57,7 @@ def inspect_command(args: argparse.Namespace) -> dict:
     print(format_table(list(LAYER_COLUMNS), rows))
     with tempfile.TemporaryDirectory() as folder:
         report = export_onnx(args.model, Path(folder) / "model.onnx",
-                             input_shape=args.input_shape or loaded.input_shape,
+                             input_shape=args.input_shape,
                              weights=args.weights, align=args.align, verify_outputs=False,
                              **source_options(args))
     print(f"\nrelief-export MODEL --out X.onnx --align {args.align} --weights {args.weights} "

@@ -1,4 +1,6 @@
-"""``relief-export prune``: NNrelief on a dense checkpoint, writing a masked checkpoint.
+"""``relief-export prune``: NNrelief on any model input (a checkpoint, a state_dict with
+--arch, a .pt2, an ONNX file, a trusted pickle, a Hugging Face folder), writing a masked
+checkpoint that records how to rebuild the model (``inputs.architecture_of``).
 
 Under torchrun (``torchrun --nproc_per_node N -m relief_export prune ...``) every process
 runs this command: calibration, fine-tuning and evaluation are shared (see
@@ -24,12 +26,13 @@ from .. import data, models, validate
 from ..errors import ReliefError
 from ..files import check_output
 from ..graph.masks import effective_state_dict
-from ..inputs import LoadedModel, read_model, save_checkpoint
+from ..inputs import LoadedModel, architecture_of, read_model, save_checkpoint
 from ..prune.distributed import World
 from ..prune.relief import ReliefConfig, RunControl, RunInterrupted, RunState, relief
 from ..prune.resume import load_run_state, save_run_state, state_path
+from ..prune.tasks import check_labels
 from ..table import format_table
-from ._options import fit_config, source_options
+from ._options import data_spec, fit_config, source_options
 from .inspect import print_notes
 
 
@@ -50,19 +53,20 @@ def _prune(args: argparse.Namespace, world: World) -> dict:
     world.check_identical("the input checkpoints of the processes", str(loaded.sha256))
     if world.main:
         print_notes(loaded.notes)
-    if loaded.arch is None:
-        raise ReliefError(f"{args.model}: prune needs a relief_export checkpoint (it records "
-                          "the architecture to save the result with)")
+    arch = architecture_of(loaded)
     config = ReliefConfig(iterations=args.iterations, alpha_fc=args.alpha_fc,
                           alpha_conv=args.alpha_conv, calib_samples=args.calib_samples,
                           conv_score=args.conv_score, finetune=fit_config(args),
                           seed=args.seed, target_remaining=args.target_remaining,
                           blocks=args.blocks)
-    full = data.load(args.data, "train")
-    test = data.load(args.data, "test")
+    spec = data_spec(args, args.data, args.model)
+    assert spec is not None
+    full = data.load(spec, "train")
+    test = data.load(spec, "test")
+    check_labels(config.finetune.task, full.labels, f"--data {args.data}")
     train, val = data.train_val_split(full, args.val_fraction, args.seed)
-    rewind_to = _initial_state(loaded.arch, loaded.metrics) if args.rewind else None
-    fingerprint = _fingerprint(args, loaded, config, world)
+    rewind_to = _initial_state(arch, loaded.metrics) if args.rewind else None
+    fingerprint = _fingerprint(spec, args, loaded, config, world)
     resume = load_run_state(saved_state, loaded.model, fingerprint, world) if args.resume \
         else None
 
@@ -82,13 +86,14 @@ def _prune(args: argparse.Namespace, world: World) -> dict:
             return {"stopped": True, "state": str(saved_state),
                     "iteration": interrupted.state.iteration}
     if world.main:
-        _write(out, args, loaded, config, result.model, result.history, full)
+        _write(out, args, spec, loaded, arch, config, result.model, result.history, full)
         saved_state.unlink(missing_ok=True)
     return {"out": str(out), "history": result.history}
 
 
-def _write(out: Path, args: argparse.Namespace, loaded: LoadedModel, config: ReliefConfig,
-           model: torch.nn.Module, history: list[dict], full: data.ImageDataset) -> None:
+def _write(out: Path, args: argparse.Namespace, spec: str, loaded: LoadedModel,
+           arch: dict[str, Any], config: ReliefConfig, model: torch.nn.Module,
+           history: list[dict], full: data.ImageDataset) -> None:
     final = history[-1]
     metrics = {**loaded.metrics, "test_accuracy": final["test_accuracy"],
                "val_accuracy": final["val_accuracy"],
@@ -96,18 +101,19 @@ def _write(out: Path, args: argparse.Namespace, loaded: LoadedModel, config: Rel
                "remaining_weights": final["remaining_weights"],
                "remaining_flops": final["remaining_flops"],
                "prune_config": {k: v for k, v in vars(config).items() if k != "finetune"}}
-    assert loaded.arch is not None
-    save_checkpoint(out, model, arch=loaded.arch, inputs=(args.model,),
-                    input_shape=loaded.input_shape or [1, *full.sample_shape], data=args.data,
-                    metrics=metrics, history=history)
+    sample = torch.stack([full[i][0] for i in range(min(2, len(full)))])
+    save_checkpoint(out, model, arch=arch, inputs=(args.model,),
+                    input_shape=[1, *full.sample_shape], data=spec,
+                    metrics=metrics, history=history,
+                    example_inputs=None if sample.is_floating_point() else (sample,))
     print(history_table(history))
     print(f"wrote {out}")
 
 
-def _fingerprint(args: argparse.Namespace, loaded: LoadedModel, config: ReliefConfig,
-                 world: World) -> dict[str, Any]:
+def _fingerprint(spec: str, args: argparse.Namespace, loaded: LoadedModel,
+                 config: ReliefConfig, world: World) -> dict[str, Any]:
     """What a resumed run must share with the one that saved the state."""
-    return {"source_sha256": loaded.sha256, "data": args.data,
+    return {"source_sha256": loaded.sha256, "data": spec,
             "val_fraction": args.val_fraction, "rewind": args.rewind,
             "config": repr(config), "processes": world.size}
 

@@ -1,4 +1,5 @@
-"""An in-memory image classification data set: uint8 or float images, int64 labels."""
+"""An in-memory data set of samples and labels: images (uint8 or float), feature rows or token
+ids, with class labels (int64), per-token labels or regression targets (float)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,23 @@ from torch.utils.data import Dataset, Subset
 
 
 class ImageDataset(Dataset):
-    """Images N x C x H x W stored as uint8 (scaled to [0, 1] on access) or float32.
+    """Samples N x ... : uint8 (scaled to [0, 1] on access), floats, or integer token ids (kept
+    as int64). Labels: int64 classes (N, or N x L per token, -100 = ignored) or float targets.
 
-    ``mean`` / ``std`` (per channel), when given, normalise: x = (x / 255 - mean) / std.
+    ``mean`` / ``std`` (per channel, axis 1), when given, normalise: x = (x / 255 - mean) / std.
+    ``num_classes`` is 0 for regression targets.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
                  mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None):
-        if images.ndim != 4 or len(images) != len(labels):
+        if images.ndim < 2 or len(images) != len(labels):
             raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)}")
         self.images = images
-        self.labels = labels.to(torch.int64)
+        self.labels = labels.float() if labels.is_floating_point() else labels.to(torch.int64)
         self.num_classes = num_classes
-        self.mean = None if mean is None else torch.tensor(mean).view(-1, 1, 1)
-        self.std = None if std is None else torch.tensor(std).view(-1, 1, 1)
+        spread = (-1,) + (1,) * (images.ndim - 2)
+        self.mean = None if mean is None else torch.tensor(mean).view(spread)
+        self.std = None if std is None else torch.tensor(std).view(spread)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -36,7 +40,15 @@ class ImageDataset(Dataset):
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[1:])
 
+    def subset(self, indices: torch.Tensor) -> ImageDataset:
+        """The samples at ``indices`` as a data set of their own (same classes, scaling)."""
+        chosen = ImageDataset(self.images[indices], self.labels[indices], self.num_classes)
+        chosen.mean, chosen.std = self.mean, self.std
+        return chosen
+
     def _convert(self, image: torch.Tensor) -> torch.Tensor:
+        if not image.is_floating_point() and image.dtype != torch.uint8:
+            return image.to(torch.int64)  # token ids
         x = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
         if self.mean is not None and self.std is not None:
             x = (x - self.mean) / self.std

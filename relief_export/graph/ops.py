@@ -33,10 +33,12 @@ POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvg
                 nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
 POOL_FUNCTIONS = {F.max_pool1d, F.max_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d,
                   F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.avg_pool1d, F.avg_pool2d,
+                  torch.max_pool1d, torch.max_pool2d, torch.avg_pool1d,
+                  torch.adaptive_avg_pool1d, torch.adaptive_max_pool1d,
                   aten.max_pool1d.default, aten.max_pool2d.default,
                   aten.adaptive_avg_pool1d.default, aten.adaptive_avg_pool2d.default}
-AVERAGE_POOL_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, aten.avg_pool1d.default,
-                          aten.avg_pool2d.default}
+AVERAGE_POOL_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, torch.avg_pool1d,
+                          aten.avg_pool1d.default, aten.avg_pool2d.default}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, aten.add.Tensor}
 MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul, aten.mul.Tensor}
 RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, aten.flatten.using_ints, aten.view.default,

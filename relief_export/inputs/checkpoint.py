@@ -4,8 +4,10 @@ Keys: ``format`` / ``version``; ``arch`` = {"name": zoo name, "kwargs": {...}} o
 {"factory": "pkg.mod:fn", "kwargs": {...}}; ``state_dict`` (pruned entries exactly 0);
 ``masks`` (bool, by parameter name); ``checksums`` (sha256 of every state_dict and mask
 tensor, see ``tensor_sha256``); ``input_shape``; ``data`` (spec it was trained on, or None);
-``metrics``; ``history`` (one dict per pruning iteration). Version 1 files (no checksums)
-still load, with a note. Every field is checked before it is used.
+``metrics``; ``history`` (one dict per pruning iteration); ``example_inputs`` (optional: a
+list of tensors, where one float input shape cannot say what the model takes, e.g. token ids).
+Version 1 files (no checksums) still load, with a note. Every field is checked before it is
+used.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..errors import ReliefError
 from ..files import write_file
 from ..graph.masks import effective_state_dict, masks_of
 from .arch import check_arch, filled
-from .loaded import LoadedModel
+from .loaded import LoadedModel, ReadOptions
 
 FORMAT = "relief_export.checkpoint"
 VERSION = 2
@@ -46,7 +48,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: dict[str, Any],
                     input_shape: list[int], data: str | None = None,
                     metrics: dict[str, Any] | None = None,
                     history: list[dict[str, Any]] | None = None,
-                    inputs: tuple[str | Path, ...] = ()) -> Path:
+                    inputs: tuple[str | Path, ...] = (),
+                    example_inputs: tuple[torch.Tensor, ...] | None = None) -> Path:
     """Write ``model`` (masked by prune masks or by zeros) atomically as a checkpoint;
     ``inputs`` are files the output must not replace."""
     validate.module("model", model)
@@ -59,12 +62,15 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: dict[str, Any],
         "input_shape": validate.shape("input_shape", list(input_shape)), "data": data,
         "metrics": dict(metrics or {}), "history": list(history or []),
     }
+    if example_inputs is not None:
+        payload["example_inputs"] = [validate.tensor("example input", x).detach().cpu()
+                                     for x in example_inputs]
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return write_file(path, buffer.getvalue(), inputs=inputs)
 
 
-def from_payload(payload: dict, source: Path, allow_factory: bool) -> LoadedModel:
+def from_payload(payload: dict, source: Path, options: ReadOptions) -> LoadedModel:
     version = payload.get("version")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ReliefError(f"{source}: checkpoint version {version!r} is not supported "
@@ -77,11 +83,21 @@ def from_payload(payload: dict, source: Path, allow_factory: bool) -> LoadedMode
     if input_shape is not None:
         input_shape = _field(source, "input_shape",
                              lambda: validate.shape("input_shape", input_shape))
-    model = filled(arch, state, masks, source, allow_factory)
+    model = filled(arch, state, masks, source, options)
     return LoadedModel(model, source, "checkpoint", input_shape,
                        _text_or_none(payload.get("data"), "data", source), arch,
                        _record(payload.get("metrics", {}), "metrics", source),
-                       _records(payload.get("history", []), source), notes=notes)
+                       _records(payload.get("history", []), source), notes=notes,
+                       example_inputs=_examples(payload.get("example_inputs"), source))
+
+
+def _examples(value: Any, source: Path) -> tuple[torch.Tensor, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise ReliefError(f"{source}: checkpoint field example_inputs must be a list of tensors")
+    return tuple(_field(source, "example_inputs",
+                        lambda v=v: validate.tensor("example input", v)) for v in value)
 
 
 def _field(source: Path, name: str, check: Any) -> Any:

@@ -20,7 +20,7 @@ class LoadedModel:
 
     model: nn.Module
     source: Path
-    kind: str  # "checkpoint", "torch.export", "onnx", "state_dict", "pickle" or "module"
+    kind: str  # "checkpoint", "torch.export", "onnx", "state_dict", "pickle", "hf" or "module"
     input_shape: list[int] | None = None
     data: str | None = None
     arch: dict[str, Any] | None = None
@@ -29,6 +29,18 @@ class LoadedModel:
     sha256: str | None = None
     notes: list[str] = field(default_factory=list)
     example_inputs: tuple[torch.Tensor, ...] | None = None  # where one shape cannot say it
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What the caller allows: ``trust`` (unpickle code), ``allow_factory`` (run an
+    architecture factory), ``trust_remote_code`` (a Hugging Face folder's own code) and the
+    architecture ``--arch`` names for a state_dict."""
+
+    trust: bool = False
+    allow_factory: bool = False
+    arch: dict[str, Any] | None = None
+    trust_remote_code: bool = False
 
 
 def file_sha256(path: Path) -> str:

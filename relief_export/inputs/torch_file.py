@@ -14,12 +14,12 @@ from ..errors import ReliefError
 from ..graph.masks import fold_prune_keys
 from .arch import filled
 from .checkpoint import FORMAT, from_payload
-from .loaded import LoadedModel
+from .loaded import LoadedModel, ReadOptions
 from .safe_torch import load_torch_file
 
 
-def read_torch_file(source: Path, trust: bool, allow_factory: bool) -> LoadedModel:
-    payload = load_torch_file(source, trust=trust)
+def read_torch_file(source: Path, options: ReadOptions) -> LoadedModel:
+    payload = load_torch_file(source, trust=options.trust)
     if isinstance(payload, nn.Module):
         return LoadedModel(payload.eval(), source, "pickle")
     if isinstance(payload, dict) and state_dict_of(payload) is not None:
@@ -29,7 +29,7 @@ def read_torch_file(source: Path, trust: bool, allow_factory: bool) -> LoadedMod
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ReliefError(f"{source}: not a relief_export checkpoint (no '{FORMAT}' tag); "
                           "save models with relief_export.save_checkpoint or relief-export train")
-    return from_payload(payload, source, allow_factory)
+    return from_payload(payload, source, options)
 
 
 def state_dict_of(payload: dict) -> dict[str, torch.Tensor] | None:
@@ -41,7 +41,7 @@ def state_dict_of(payload: dict) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def read_state_dict(source: Path, arch: dict[str, Any], allow_factory: bool) -> LoadedModel:
+def read_state_dict(source: Path, arch: dict[str, Any], options: ReadOptions) -> LoadedModel:
     """A state_dict file with a named architecture; ``X_orig`` / ``X_mask`` pairs
     (torch.nn.utils.prune) load as ``X = X_orig * X_mask`` with that mask."""
     payload = load_torch_file(source, trust=False)
@@ -50,5 +50,5 @@ def read_state_dict(source: Path, arch: dict[str, Any], allow_factory: bool) -> 
         raise ReliefError(f"{source}: --arch needs a state_dict file (a dict of tensors), "
                           f"this holds {type(payload).__name__}")
     plain, masks = fold_prune_keys(state)
-    return LoadedModel(filled(arch, plain, masks, source, allow_factory), source, "state_dict",
+    return LoadedModel(filled(arch, plain, masks, source, options), source, "state_dict",
                        arch=arch)

@@ -58,7 +58,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                 fp16_weights: bool = False, opset: int = 18, align: int = 8,
                 dense_out: str | Path | None = None, verify_outputs: bool = True,
                 trust: bool = False, allow_factory: bool = False, arch: str | None = None,
-                arch_kwargs: dict[str, Any] | None = None,
+                arch_kwargs: dict[str, Any] | None = None, trust_remote_code: bool = False,
                 report_path: str | Path | None = None, int8: bool = False,
                 calib_data: str | None = None, calib_samples: int = 256,
                 calib_method: str = "auto", calib_synthetic: bool = False,
@@ -68,7 +68,8 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                 tune_threads: Sequence[int] = (1,),
                 progress: Callable[[str], None] | None = None) -> ExportReport:
     """Export a masked model to a compact ONNX file: a module, or a file (checkpoint, .pt2,
-    ONNX, a state_dict with ``arch`` / ``arch_kwargs``, or a trusted pickle).
+    ONNX, a state_dict with ``arch`` / ``arch_kwargs``, a Hugging Face folder, or a trusted
+    pickle).
 
     ``align``: layers keep a multiple of this many units (onnxruntime's CPU kernels work on
     channel blocks of 8); 1 keeps the minimum. ``int8``: quantize the compacted model (see
@@ -92,7 +93,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     tuning = sparse_settings(sparse_compute, tune_batches, tune_threads)
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
     loaded = _load(model_or_path, trust=trust, allow_factory=allow_factory, arch=arch,
-                   arch_kwargs=arch_kwargs)
+                   arch_kwargs=arch_kwargs, trust_remote_code=trust_remote_code)
     examples = examples_for(loaded, example_inputs, input_shape)
     if int8:
         check_int8_inputs(examples, loaded.source)

@@ -235,7 +235,7 @@ def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = 
     world, resume = control.world, control.resume
     positions = conv_positions(model, next(batches(train_data, 1))[0])
     history = list(resume.history) if resume else \
-        [_record(0, model, positions, val_data, test_data, 0.0, world)]
+        [_record(0, model, positions, val_data, test_data, 0.0, world, config.finetune.task)]
     if resume is not None and len(history) > 1 and _reached(config, history[-1]):
         return ReliefResult(model, history)
     bar = show_progress(range(resume.iteration if resume else 1, config.iterations + 1),
@@ -248,7 +248,7 @@ def relief(model: nn.Module, train_data: Dataset, config: ReliefConfig | None = 
         _fine_tune(model, train_data, val_data, config, iteration, history, fit_state,
                    control, progress)
         entry = _record(iteration, model, positions, val_data, test_data,
-                        time.perf_counter() - start, world)
+                        time.perf_counter() - start, world, config.finetune.task)
         history.append(entry)
         if control.save is not None:
             control.save(RunState(iteration + 1, history))
@@ -318,12 +318,12 @@ def rewind(model: nn.Module, initial: dict[str, torch.Tensor]) -> None:
 
 def _record(iteration: int, model: nn.Module, positions: dict[str, int],
             val_data: Dataset | None, test_data: Dataset | None, seconds: float,
-            world: World) -> dict[str, Any]:
+            world: World, task: str) -> dict[str, Any]:
     layers = find_layers(model)
     entry: dict[str, Any] = {"iteration": iteration, **summary(layer_densities(layers, positions))}
     if val_data is not None:
-        entry["val_accuracy"] = evaluate(model, val_data, world=world)
+        entry["val_accuracy"] = evaluate(model, val_data, world=world, task=task)
     if test_data is not None:
-        entry["test_accuracy"] = evaluate(model, test_data, world=world)
+        entry["test_accuracy"] = evaluate(model, test_data, world=world, task=task)
     entry["seconds"] = round(seconds, 3)
     return entry

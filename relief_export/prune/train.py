@@ -18,6 +18,7 @@ from ..data.tensors import batches
 from ..errors import ReliefError
 from ..progress import progress as show_progress
 from .distributed import LOCAL, World
+from .tasks import LOSSES, TASKS, primary_output
 
 MAX_EPOCHS = 100_000
 MAX_BATCH = 1 << 20
@@ -38,8 +39,13 @@ class FitConfig:
     seed: int = 0
     device: str = "cpu"
     augment: bool = False
+    task: str = "classification"
+    loss: str | None = None  # None: the task's default (tasks.TASKS)
 
     def __post_init__(self) -> None:
+        validate.choice("task", self.task, tuple(TASKS))
+        if self.loss is not None:
+            validate.choice("loss", self.loss, tuple(LOSSES))
         validate.integer("epochs", self.epochs, 0, MAX_EPOCHS)
         validate.integer("batch size", self.batch_size, 1, MAX_BATCH)
         validate.integer("seed", self.seed, 0, 2**63 - 1)
@@ -107,7 +113,8 @@ class FitControl:
 def fit(model: nn.Module, train_set: Dataset, config: FitConfig, val_set: Dataset | None = None,
         *, progress: bool = True, desc: str = "train",
         control: FitControl | None = None) -> FitResult:
-    """Train with cross-entropy; keep the weights of the epoch with the best validation accuracy.
+    """Train with the task's loss (``config.loss``); keep the weights of the epoch with the best
+    validation score (accuracy, or R^2 for regression: prune/tasks.py).
 
     Parameters reparametrised by torch.nn.utils.prune (weight = weight_orig * weight_mask)
     train only their surviving entries, so pruned weights stay exactly 0 (whatever weight
@@ -139,8 +146,8 @@ def fit(model: nn.Module, train_set: Dataset, config: FitConfig, val_set: Datase
                                                generator))
         loss = _epoch_loss(state, world)
         schedule.step()
-        accuracy = evaluate(model, val_set, config.batch_size * 4, config.device, world) \
-            if val_set is not None else -loss
+        accuracy = evaluate(model, val_set, config.batch_size * 4, config.device, world,
+                            config.task) if val_set is not None else -loss
         state.result.losses.append(loss)
         state.result.val_accuracies.append(accuracy)
         if state.result.best_epoch < 0 or \
@@ -186,7 +193,7 @@ def _step(trained: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Te
     trained.train()
     images, labels = images.to(config.device), labels.to(config.device)
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(trained(images), labels)
+    loss = LOSSES[config.loss or TASKS[config.task].loss](primary_output(trained(images)), labels)
     if not torch.isfinite(loss):
         raise ReliefError(f"training diverged (loss {loss.item()}); lower the learning rate")
     loss.backward()
@@ -248,17 +255,17 @@ def augment(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> t
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset | None, batch_size: int = 256,
-             device: str = "cpu", world: World = LOCAL) -> float:
-    """Top-1 accuracy in eval mode (0..1); under torchrun each rank scores a shard and the
-    counts are summed."""
+             device: str = "cpu", world: World = LOCAL, task: str = "classification") -> float:
+    """The task's score in eval mode (top-1 accuracy 0..1; R^2 for regression); under
+    torchrun each rank scores a shard and the sums are added."""
     if dataset is None or len(dataset) == 0:  # type: ignore[arg-type]
         raise ReliefError("cannot evaluate on an empty data set")
     was_training = model.training
     model.eval()
     shard = Subset(dataset, world.shard(len(dataset))) if world.distributed else dataset  # type: ignore[arg-type]
-    correct = 0
+    scoring = TASKS[task]
+    totals = torch.zeros(scoring.width, dtype=torch.float64)
     for images, labels in batches(shard, batch_size):
-        correct += int((model(images.to(device)).argmax(1).cpu() == labels).sum())
+        totals += scoring.sums(primary_output(model(images.to(device))).cpu(), labels)
     model.train(was_training)
-    counts = world.sum(torch.tensor([correct, len(shard)], dtype=torch.int64))  # type: ignore[arg-type]
-    return int(counts[0]) / int(counts[1])
+    return scoring.score(world.sum(totals))
