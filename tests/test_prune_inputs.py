@@ -82,7 +82,7 @@ def test_prune_every_file_kind_writes_a_checkpoint_that_exports(tmp_path, capsys
         extra = ["--arch", "tests.helpers_prune:mlp6", "--allow-factory"]
     pruned = tmp_path / "pruned.pt"
     before = source.read_bytes()
-    code, out, err = run_cli(["prune", source, "--data", spec, "--out", pruned, *PRUNE,
+    code, _out, err = run_cli(["prune", source, "--data", spec, "--out", pruned, *PRUNE,
                               *extra], capsys)
     assert code == 0, err
     assert source.read_bytes() == before
@@ -131,7 +131,7 @@ def test_hand_written_cnn_on_an_imagefolder(tmp_path, capsys, monkeypatch):
 
     torch.manual_seed(0)
     torch.save(SmallCNN().state_dict(), tmp_path / "cnn.pt")
-    code, out, err = run_cli(["prune", "cnn.pt", "--arch", "mycnn:SmallCNN", "--allow-factory",
+    code, _out, err = run_cli(["prune", "cnn.pt", "--arch", "mycnn:SmallCNN", "--allow-factory",
                               "--data", "imagefolder:photos", "--image-size", "8",
                               "--normalize", "dataset", "--out", "pruned.pt", *PRUNE], capsys)
     assert code == 0, err
@@ -159,7 +159,7 @@ def test_hugging_face_text_classifier_from_its_folder(tmp_path, capsys):
     datasets.Dataset.from_dict({"text": texts, "label": labels}).save_to_disk(
         tmp_path / "reviews")
     pruned = tmp_path / "pruned.pt"
-    code, out, err = run_cli(["prune", folder, "--data", f"hf:{tmp_path / 'reviews'}",
+    code, _out, err = run_cli(["prune", folder, "--data", f"hf:{tmp_path / 'reviews'}",
                               "--max-length", "6", "--out", pruned, *PRUNE], capsys)
     assert code == 0, err
     loaded = read_model(pruned)

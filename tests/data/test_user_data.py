@@ -144,14 +144,16 @@ def test_csv_header_label_column_and_values(tmp_path):
     assert sorted(whole[:, 0].tolist()) == list(range(10))
     train = data.load(f"csv:{path}", "train")
     assert train.images.shape[1] == 2 and train.num_classes == 2
-    assert all(float(y) == float(x) % 2 for x, y in zip(train.images[:, 0], train.labels))
+    pairs = zip(train.images[:, 0], train.labels, strict=True)
+    assert all(float(y) == float(x) % 2 for x, y in pairs)
     no_header = tmp_path / "n.csv"
     no_header.write_text("\n".join(f"{i},0.{i}" for i in range(10)))
     targets = data.load(f"csv:{no_header}", "train")
     assert targets.labels.dtype == torch.float32 and targets.num_classes == 0
     by_index = data.load(f"csv:{path}?label_column=0", "train")
     assert by_index.num_classes == 10 and by_index.images.shape[1] == 2
-    assert all(float(x) == float(y) % 2 for x, y in zip(by_index.images[:, 0], by_index.labels))
+    pairs = zip(by_index.images[:, 0], by_index.labels, strict=True)
+    assert all(float(x) == float(y) % 2 for x, y in pairs)
 
 
 @pytest.mark.parametrize("text, message", [

@@ -41,7 +41,7 @@ def test_primary_output_and_label_checks():
 def test_catalog_names_match_the_tables():
     from relief_export import catalog, data, models
 
-    assert catalog.TASK_NAMES == tuple(TASKS) and catalog.LOSS_NAMES == tuple(LOSSES)
+    assert tuple(TASKS) == catalog.TASK_NAMES and tuple(LOSSES) == catalog.LOSS_NAMES
     assert tuple(catalog.ZOO_NAMES) == tuple(models.names())
     assert all(loader.usage.split(":")[0].strip("[") in catalog.SPEC_HELP
                for loader in data.LOADERS.values())
