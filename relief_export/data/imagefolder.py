@@ -99,7 +99,10 @@ def _check_same_classes(folder: Path, classes: list[str]) -> None:
 
 
 def _open(path: Path):
-    from PIL import Image, UnidentifiedImageError
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise ReliefError("--data imagefolder: needs Pillow: pip install pillow") from None
 
     try:
         with Image.open(path) as image:
