@@ -11,6 +11,7 @@ mean and std of the training split).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,17 +38,17 @@ def load_imagefolder(spec: Spec, split: str) -> ImageDataset:
     has_splits = (root / "train").is_dir() and test_folder is not None
     train_root = root / "train" if has_splits else root
     classes = _classes(train_root)
-    train_files = _files(train_root, classes)
-    channels = _channels(options["channels"], train_files, spec)
+    opened = _opened(_files(train_root, classes))
+    channels = _channels(options["channels"], opened, spec)
+    training = _stacked(opened, channels, size)
     if has_splits and split == "test":
         assert test_folder is not None
         _check_same_classes(test_folder, classes)
-        chosen = _read(_files(test_folder, classes, allow_empty=True), channels, size)
+        chosen = _stacked(_opened(_files(test_folder, classes, allow_empty=True)), channels,
+                          size)
     else:
-        chosen = _read(train_files, channels, size)
-        if not has_splits:
-            chosen = holdout(chosen, split, f"imagefolder:{root}")
-    mean, std = _normalisation(options["normalize"], train_files, channels, size, spec)
+        chosen = training if has_splits else holdout(training, split, f"imagefolder:{root}")
+    mean, std = _normalisation(options["normalize"], training, channels, spec)
     chosen.num_classes = len(classes)
     chosen.mean = None if mean is None else torch.tensor(mean).view(-1, 1, 1)
     chosen.std = None if std is None else torch.tensor(std).view(-1, 1, 1)
@@ -112,21 +113,26 @@ def _open(path: Path):
         raise ReliefError(f"{path}: not a readable image ({first_line(error)})") from None
 
 
-def _channels(text: str, files: list[tuple[Path, int]], spec: Spec) -> int:
+def _opened(files: list[tuple[Path, int]]) -> list[tuple[Path, Any, int]]:
+    """Each file read once: (path, image, label)."""
+    return [(path, _open(path), label) for path, label in files]
+
+
+def _channels(text: str, opened: list[tuple[Path, Any, int]], spec: Spec) -> int:
     if text:
         if text not in ("1", "3"):
             raise ReliefError(f"data spec {spec.text()!r}: channels must be 1 or 3, got {text!r}")
         return int(text)
-    return 1 if all(_open(path).mode in ("L", "1", "I;16", "I") for path, _ in files) else 3
+    return 1 if all(image.mode in ("L", "1", "I;16", "I") for _, image, _ in opened) else 3
 
 
-def _read(files: list[tuple[Path, int]], channels: int, size: tuple[int, int] | None
-          ) -> ImageDataset:
+def _stacked(opened: list[tuple[Path, Any, int]], channels: int,
+             size: tuple[int, int] | None) -> ImageDataset:
     from PIL import Image
 
     arrays, first = [], None
-    for path, _ in files:
-        image = _open(path).convert("L" if channels == 1 else "RGB")
+    for path, original, _ in opened:
+        image = original.convert("L" if channels == 1 else "RGB")
         if size is not None:
             image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         elif first is None:
@@ -138,13 +144,13 @@ def _read(files: list[tuple[Path, int]], channels: int, size: tuple[int, int] | 
         pixels = np.asarray(image, dtype=np.uint8)
         arrays.append(pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1))
         if len(arrays) == 1:
-            validate.allocation(f"imagefolder ({len(files)} images)", arrays[0].nbytes * len(files))
-    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+            validate.allocation(f"imagefolder ({len(opened)} images)",
+                                arrays[0].nbytes * len(opened))
+    labels = torch.tensor([label for _, _, label in opened], dtype=torch.int64)
     return ImageDataset(torch.from_numpy(np.stack(arrays)), labels, int(labels.max()) + 1)
 
 
-def _normalisation(name: str, files: list[tuple[Path, int]], channels: int,
-                   size: tuple[int, int] | None, spec: Spec
+def _normalisation(name: str, training: ImageDataset, channels: int, spec: Spec
                    ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
     if name == "none":
         return None, None
@@ -153,7 +159,7 @@ def _normalisation(name: str, files: list[tuple[Path, int]], channels: int,
             raise ReliefError(f"data spec {spec.text()!r}: normalize=imagenet needs 3 channels")
         return IMAGENET
     if name == "dataset":
-        pixels = _read(files, channels, size).images.float() / 255.0
+        pixels = training.images.float() / 255.0
         per_channel = pixels.transpose(0, 1).reshape(channels, -1)
         std = per_channel.std(1).clamp_min(1e-6)
         return tuple(per_channel.mean(1).tolist()), tuple(std.tolist())
