@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._version import __version__
-from .catalog import SPEC_HELP, ZOO_NAMES
+from .catalog import REDUCE_RANGE_MODES, SPEC_HELP, ZOO_NAMES
 from .commands._options import (
     add_data_options,
     add_fit_options,
@@ -266,6 +266,10 @@ def _int8_options(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--accept-accuracy-drop", type=float, default=0.0, metavar="PTS",
                        help="allow top-1 agreement with fp32 this many points below 99%% "
                        "(default 0)")
+    group.add_argument("--int8-reduce-range", choices=REDUCE_RANGE_MODES, default="auto",
+                       help="7-bit weights, for x86 CPUs without VNNI whose int8 kernels "
+                       "saturate 8-bit ones; auto: on where this CPU lacks VNNI; pass on when "
+                       "the file will run on such a CPU (default auto)")
 
 
 def _sparse_options(group: argparse._ArgumentGroup) -> None:

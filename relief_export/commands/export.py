@@ -22,6 +22,7 @@ def export_command(args: argparse.Namespace) -> dict:
                          calib_synthetic=args.calib_synthetic, int8_layers=args.int8_layers,
                          int8_batch=args.int8_batch,
                          accept_accuracy_drop=args.accept_accuracy_drop,
+                         int8_reduce_range=args.int8_reduce_range,
                          strict=args.strict, sparse_compute=args.sparse_compute,
                          tune_batches=args.tune_batch, tune_threads=args.tune_threads,
                          progress=_progress)

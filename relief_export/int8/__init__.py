@@ -41,6 +41,7 @@ class Int8Report:
     chosen: str = ""
     check: Agreement | None = None
     required_agreement: float = REQUIRED_AGREEMENT
+    reduce_range: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "layers": [{**asdict(c), "int8": c.int8} for c in self.layers]}
@@ -51,13 +52,16 @@ Progress = Callable[[str], None]
 
 def to_int8(fp32: onnx.ModelProto, samples: Samples, *, method: str = "auto",
             layers: str = "auto", batch: int = 64, accept_drop: float = 0.0,
-            progress: Progress | None = None) -> tuple[onnx.ModelProto, Int8Report]:
+            reduce_range: bool = False, progress: Progress | None = None
+            ) -> tuple[onnx.ModelProto, Int8Report]:
     """The fastest of (int8 where each layer measured faster, int8 everywhere, fp32) with the
     calibration method of best agreement; raises VerificationError (exit 1) when top-1
-    agreement with fp32 on the evaluation samples is below 99% - ``accept_drop`` points."""
+    agreement with fp32 on the evaluation samples is below 99% - ``accept_drop`` points.
+    ``reduce_range``: 7-bit weights (see ``onnx.quantize``)."""
     say = progress or (lambda _: None)
     report = Int8Report(samples.source, batch=batch,
-                        required_agreement=REQUIRED_AGREEMENT - accept_drop / 100)
+                        required_agreement=REQUIRED_AGREEMENT - accept_drop / 100,
+                        reduce_range=reduce_range)
     if layers == "auto":
         report.layers = choose_layers(fp32, batch, progress=say)
     keep = {c.name for c in report.layers if not c.int8}
@@ -66,7 +70,7 @@ def to_int8(fp32: onnx.ModelProto, samples: Samples, *, method: str = "auto",
     candidates = {}
     for name in CALIBRATION_METHODS if method == "auto" else (method,):
         say(f"calibrating int8 ranges ({name}) on {samples.source}")
-        candidates[name] = quantize(fp32, samples.calibration, name, keep)
+        candidates[name] = quantize(fp32, samples.calibration, name, keep, reduce_range)
         chosen = predictions(candidates[name].SerializeToString(), samples.selection)
         report.method_agreement[name] = float(np.mean(chosen == reference))
     report.method = max(report.method_agreement, key=report.method_agreement.__getitem__)
@@ -103,7 +107,8 @@ def _fastest(report: Int8Report, fp32: onnx.ModelProto, chosen: onnx.ModelProto,
              samples: Samples, keep: set[str], say: Progress) -> onnx.ModelProto:
     """Time the whole model three ways, interleaved, and keep the fastest."""
     models = {"int8 per layer": chosen,
-              "int8 everywhere": quantize(fp32, samples.calibration, report.method)
+              "int8 everywhere": quantize(fp32, samples.calibration, report.method,
+                                          reduce_range=report.reduce_range)
               if keep else chosen, "fp32": fp32}
     say(f"timing the whole model at batch {report.batch}: " + ", ".join(models))
     shape = (report.batch, *samples.calibration.shape[1:])

@@ -63,7 +63,8 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                 calib_data: str | None = None, calib_samples: int = 256,
                 calib_method: str = "auto", calib_synthetic: bool = False,
                 int8_layers: str = "auto", int8_batch: int = 64,
-                accept_accuracy_drop: float = 0.0, strict: bool = False,
+                accept_accuracy_drop: float = 0.0, int8_reduce_range: str = "auto",
+                strict: bool = False,
                 sparse_compute: str = "off", tune_batches: Sequence[int] = (1, 64),
                 tune_threads: Sequence[int] = (1,),
                 progress: Callable[[str], None] | None = None) -> ExportReport:
@@ -73,7 +74,8 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
 
     ``align``: layers keep a multiple of this many units (onnxruntime's CPU kernels work on
     channel blocks of 8); 1 keeps the minimum. ``int8``: quantize the compacted model (see
-    ``relief_export.int8``), calibrated on ``calib_data`` or the checkpoint's data set.
+    ``relief_export.int8``), calibrated on ``calib_data`` or the checkpoint's data set;
+    ``int8_reduce_range``: 7-bit weights "on", "off", or "auto" (where this CPU lacks VNNI).
     ``sparse_compute="auto"``: each sparse layer runs as dense blocks where that measures
     faster in onnxruntime at every batch size in ``tune_batches`` and thread count in
     ``tune_threads`` (``onnx/passes/sparse_compute.py``); "off" keeps every layer whole.
@@ -88,7 +90,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                         ("strict", strict)):
         validate.flag(name, value)
     options = Int8Options(calib_data, calib_samples, calib_method, calib_synthetic,
-                          int8_layers, int8_batch, accept_accuracy_drop)
+                          int8_layers, int8_batch, accept_accuracy_drop, int8_reduce_range)
     options.check(int8, fp16_weights)
     tuning = sparse_settings(sparse_compute, tune_batches, tune_threads)
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)

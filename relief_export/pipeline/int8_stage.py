@@ -12,9 +12,11 @@ import onnx
 import torch
 
 from .. import validate
+from ..catalog import REDUCE_RANGE_MODES
 from ..errors import ReliefError
 from ..inputs import LoadedModel
 from ..int8 import LAYER_MODES, METHODS, int8_samples, to_int8
+from ..onnx.quantize import resolve_reduce_range
 from .report import ExportReport, calibration_text
 
 
@@ -29,11 +31,13 @@ class Int8Options:
     layers: str
     batch: int
     accept_drop: float
+    reduce_range: str = "auto"
 
     def check(self, int8: bool, fp16: bool) -> None:
         validate.flag("calib_synthetic", self.calib_synthetic)
         validate.choice("calib_method", self.calib_method, METHODS)
         validate.choice("int8_layers", self.layers, LAYER_MODES)
+        validate.choice("int8_reduce_range", self.reduce_range, REDUCE_RANGE_MODES)
         validate.integer("calib_samples", self.calib_samples, 1, 100_000)
         validate.integer("int8_batch", self.batch, 1, 4096)
         validate.number("accept_accuracy_drop", self.accept_drop, 0, 100)
@@ -60,7 +64,9 @@ def quantize_stage(report: ExportReport, fp32: onnx.ModelProto, loaded: LoadedMo
                            options.calib_synthetic)
     quantized, int8_report = to_int8(fp32, samples, method=options.calib_method,
                                      layers=options.layers, batch=options.batch,
-                                     accept_drop=options.accept_drop, progress=progress)
+                                     accept_drop=options.accept_drop,
+                                     reduce_range=resolve_reduce_range(options.reduce_range),
+                                     progress=progress)
     report.int8 = int8_report.to_dict()
     if int8_report.chosen == "fp32":
         times = int8_report.whole_model_ms
@@ -75,6 +81,6 @@ def int8_metadata(int8: dict[str, Any]) -> dict[str, Any]:
     """What inspect shows of an int8 file: how each layer runs and how that was decided (the
     timings stay in the --report JSON)."""
     int8_layers = [c["name"] for c in int8["layers"] if c["int8"]]
-    return {"calibration": calibration_text(int8),
+    return {"calibration": calibration_text(int8), "reduce_range": int8["reduce_range"],
             "chosen": int8["chosen"], "fp32_layers": int8["fp32_layers"],
             "measured_int8": int8_layers if int8["layers"] else None}

@@ -130,6 +130,7 @@ def calibration_text(int8: dict[str, Any]) -> str:
 def int8_rows(int8: dict[str, Any]) -> list[list[str]]:
     check = int8["check"]
     rows = [["int8: calibration", calibration_text(int8)],
+            ["int8: weights", "7-bit (reduce range)" if int8["reduce_range"] else "8-bit"],
             ["int8: layers kept in fp32", ", ".join(int8["fp32_layers"]) or "none"],
             ["int8: top-1 agreement with fp32",
              f"{100 * check['agreement']:.2f}% of {check['samples']} samples"]]

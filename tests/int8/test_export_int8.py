@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from relief_export import benchmark, data, models, read_model, save_checkpoint
+from relief_export.onnx.quantize import needs_reduce_range
 from relief_export.runtime.ort import session
 
 from ..compile.masking import random_masks
@@ -57,6 +58,7 @@ def test_int8_export_end_to_end(trained_lenet, tmp_path, capsys):
     metadata = {p.key: p.value for p in onnx.load(out).metadata_props}
     recorded = json.loads(metadata["int8"])
     assert recorded["calibration"] == f"{int8['method']} on {int8['calibration']}"
+    assert recorded["reduce_range"] is int8["reduce_range"] is needs_reduce_range()
     assert recorded["chosen"] == int8["chosen"] == "int8 everywhere"
     assert recorded["fp32_layers"] == int8["fp32_layers"] == []
     assert recorded["measured_int8"] is None and int8["layers"] == []
@@ -69,6 +71,27 @@ def test_int8_export_end_to_end(trained_lenet, tmp_path, capsys):
     assert 0.99 * fp32_info.nonzero <= int8_info.nonzero <= fp32_info.nonzero
     code, shown, _ = run_cli(["inspect", out], capsys)
     assert code == 0 and "int8 choice" in shown and int8["chosen"] in shown
+
+
+def test_7_bit_weights_on_request_keep_the_agreement(trained_lenet, tmp_path, capsys):
+    """--int8-reduce-range on (for CPUs without VNNI): |q| <= 64 in every layer, recorded in
+    the report and the file, and top-1 agreement with fp32 still >= 99%."""
+    out, report_path = tmp_path / "q.onnx", tmp_path / "r.json"
+    code, stdout, _ = run_cli([trained_lenet, "--out", out, "--int8", "--int8-layers", "all",
+                               "--calib-method", "minmax", "--int8-reduce-range", "on",
+                               "--weights", "dense", "--report", report_path], capsys)
+    assert code == 0 and "7-bit (reduce range)" in stdout
+    int8 = json.loads(report_path.read_text())["int8"]
+    assert int8["reduce_range"] is True and int8["check"]["agreement"] >= 0.99
+    model = onnx.load(out)
+    assert json.loads({p.key: p.value for p in model.metadata_props}["int8"])["reduce_range"]
+    weights = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+    assert len(weights) == 3
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) == 64
+    with pytest.raises(SystemExit) as exited:
+        run_cli([trained_lenet, "--out", out, "--int8", "--int8-reduce-range", "half"], capsys)
+    assert exited.value.code == 2 and "invalid choice: 'half'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -192,9 +215,9 @@ def test_a_layer_the_quantizer_leaves_in_fp32_is_named(no_data_checkpoint, tmp_p
 
     real = int8.quantize
 
-    def skipping_first_layer(model, samples, method="minmax", keep_fp32=()):
+    def skipping_first_layer(model, samples, method="minmax", keep_fp32=(), reduce_range=False):
         first = next(n.name for n in model.graph.node if n.op_type == "Gemm")
-        return real(model, samples, method, {*keep_fp32, first})
+        return real(model, samples, method, {*keep_fp32, first}, reduce_range)
 
     monkeypatch.setattr(int8, "quantize", skipping_first_layer)
     out = tmp_path / "q.onnx"

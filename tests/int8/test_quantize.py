@@ -13,7 +13,7 @@ from relief_export.int8 import LayerChoice, _check_quantized
 from relief_export.int8.layers import choose_layers
 from relief_export.onnx.compat import max_ir_version
 from relief_export.onnx.passes import DropIdentityMul
-from relief_export.onnx.quantize import layer_nodes, left_in_fp32, quantize
+from relief_export.onnx.quantize import layer_nodes, left_in_fp32, needs_reduce_range, quantize
 from relief_export.onnx.verify import same_outputs
 from relief_export.runtime.ort import session
 
@@ -124,3 +124,30 @@ def test_same_outputs_demands_bit_identical_results():
     same_outputs(model.SerializeToString(), model.SerializeToString(), batches)
     with pytest.raises(VerificationError, match="the encoded weights change the model"):
         same_outputs(changed.SerializeToString(), model.SerializeToString(), batches)
+
+
+@pytest.mark.parametrize(("machine", "flags", "needed"), [
+    ("x86_64", "flags : fpu sse2 avx2 avx512f avx512bw", True),   # vpmaddubsw saturates
+    ("x86_64", "flags : fpu avx2 avx512f avx512_vnni", False),
+    ("AMD64", "flags : fpu avx2 avx_vnni", False),
+    ("x86_64", "flags : fpu avx2 avx512_vnnix", True),             # whole flags only
+    ("aarch64", "Features : fp asimd", False),
+])
+def test_reduce_range_is_needed_on_x86_without_vnni(machine, flags, needed):
+    assert needs_reduce_range(machine, flags) is needed
+
+
+def test_reduce_range_stores_7_bit_weights():
+    """Symmetric per-channel weights: q = round(w / s), s = max|w| / 127 (8-bit) or max|w| / 64
+    (7-bit: |q| <= 64 keeps a u8 x s8 pair sum below 2^15)."""
+    model, samples = mlp(), np.random.default_rng(1).standard_normal((64, 16), dtype=np.float32)
+    for reduce_range, limit in ((False, 127), (True, 64)):
+        quantized = quantize(model, samples, reduce_range=reduce_range)
+        weights = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer
+                   if t.data_type == TensorProto.INT8 and len(t.dims) == 2}
+        assert len(weights) == 2
+        for name, q in weights.items():
+            assert np.abs(q).max(axis=1).tolist() == [limit] * q.shape[0], name
+        fp32 = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "w1"))
+        scale = np.abs(fp32).max(axis=1, keepdims=True) / limit
+        assert np.array_equal(weights["w1_quantized"], np.round(fp32 / scale).astype(np.int8))
