@@ -7,7 +7,10 @@ corrupted (truncations, byte flips, zeroed blocks, appended garbage, damaged zip
 valid containers with wrong contents (every checkpoint field missing or of the wrong type,
 masks of the wrong kind or shape, NaN / Inf weights, unknown architectures, huge or negative
 shapes, ONNX graphs that load but cannot run) and pickles that create a marker file, in every
-place a pickle can hide (checkpoint, state_dict, torch.export members, CIFAR batches). Each
+place a pickle can hide (checkpoint, state_dict, torch.export members, CIFAR batches, npz
+object arrays), and users' data files that cannot serve (image folders with an empty class,
+mixed sizes or a corrupt image, npz / csv files with missing, mismatched, NaN or non-number
+columns, damaged saved data sets). Each
 goes through the entry points that take it: the export, inspect, bench, prune and train
 commands (in process, with file descriptors 1 and 2 captured) and load_model, export_onnx,
 compact and benchmark. A case fails on a traceback, an exception other than ReliefError, an
@@ -407,6 +410,67 @@ def cifar_cases(seeds: Seeds) -> Iterator[Case]:
             yield Case(f"cifar batch {name}", files, entry, name == "payload")
 
 
+def png(size: tuple[int, int], value: int) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (value, value, value)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def npz(**arrays: Any) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def image_folder(sizes: dict[str, list[tuple[int, int]]]) -> dict[str, bytes]:
+    return {f"images/{label}/{i}.png": png(size, 40 * i) for label, group in sizes.items()
+            for i, size in enumerate(group)}
+
+
+def user_data_files(marker: Path) -> dict[str, tuple[str, dict[str, bytes], bool]]:
+    """Bad files in the ways people keep data: name -> (spec, files, holds a payload)."""
+    good = image_folder({"cat": [(8, 8)] * 3, "dog": [(8, 8)] * 3})
+    x, y = np.random.default_rng(0).random((6, 4), dtype=np.float32), np.arange(6) % 2
+    evil = np.array([MarkerPayload(marker)], dtype=object)
+    cases: dict[str, tuple[str, dict[str, bytes], bool]] = {
+        "imagefolder empty class": ("imagefolder:{folder}/images",
+                                    {**good, "images/emu/readme.txt": b"no images"}, False),
+        "imagefolder mixed sizes": ("imagefolder:{folder}/images",
+                                    {**good, "images/dog/9.png": png((9, 7), 3)}, False),
+        "imagefolder corrupt image": ("imagefolder:{folder}/images",
+                                      {**good, "images/cat/0.png": good["images/cat/0.png"][:40]},
+                                      False),
+        "imagefolder one class": ("imagefolder:{folder}/images",
+                                  image_folder({"cat": [(8, 8)] * 3}), False),
+        "imagefolder missing": ("imagefolder:{folder}/nothing", {}, False),
+        "imagefolder bad option": ("imagefolder:{folder}/images?image_size=-3", good, False),
+        "npz missing y": ("npz:{folder}/d.npz", {"d.npz": npz(x=x)}, False),
+        "npz lengths differ": ("npz:{folder}/d.npz", {"d.npz": npz(x=x, y=y[:4])}, False),
+        "npz NaN": ("npz:{folder}/d.npz", {"d.npz": npz(x=np.full_like(x, np.nan), y=y)}, False),
+        "npz negative labels": ("npz:{folder}/d.npz", {"d.npz": npz(x=x, y=-y - 1)}, False),
+        "npz pickled objects": ("npz:{folder}/d.npz", {"d.npz": npz(x=evil, y=y[:1])}, True),
+        "npz truncated": ("npz:{folder}/d.npz", {"d.npz": npz(x=x, y=y)[:100]}, False),
+        "npz not a zip": ("npz:{folder}/d.npz", {"d.npz": b"x,y\n1,2\n"}, False),
+        "csv ragged": ("csv:{folder}/d.csv", {"d.csv": b"a,b,label\n1,2,0\n3,1\n"}, False),
+        "csv words": ("csv:{folder}/d.csv", {"d.csv": b"a,b,label\n1,x,0\n3,1,1\n"}, False),
+        "csv header only": ("csv:{folder}/d.csv", {"d.csv": b"a,b,label\n"}, False),
+        "csv no label column": ("csv:{folder}/d.csv?label_column=target",
+                                {"d.csv": b"a,b,label\n1,2,0\n3,1,1\n"}, False),
+        "csv binary": ("csv:{folder}/d.csv", {"d.csv": bytes(range(256))}, False),
+        "hf not a dataset": ("hf:{folder}/ds", {"ds/dataset_info.json": b"{broken"}, False),
+        "unknown kind": ("parquet:{folder}/d.parquet", {"d.parquet": b"PAR1"}, False),
+    }
+    return cases
+
+
+def user_data_cases(seeds: Seeds) -> Iterator[Case]:
+    for name, (spec, files, payload) in user_data_files(seeds.marker).items():
+        for entry in ("user_data_load", "cli_train_user_data"):
+            yield Case(f"data {name}", files, entry, payload, options=[spec])
+
+
 # entry point, input, options that cannot be honoured ({folder}: the case's folder)
 OPTION_CASES: list[tuple[str, str, list[str]]] = [
     ("cli_export", "checkpoint", ["--input-shape", "1000000000,1,28,28"]),
@@ -472,7 +536,8 @@ def all_cases(seeds: Seeds, sample: bool, seed: int) -> list[Case]:
     rng = random.Random(seed)
     count = 24 if sample else 330
     cases = [*checkpoint_cases(seeds, rng, count), *pt2_cases(seeds, rng, count),
-             *onnx_cases(seeds, rng, count), *cifar_cases(seeds), *option_cases(seeds)]
+             *onnx_cases(seeds, rng, count), *cifar_cases(seeds), *option_cases(seeds),
+             *user_data_cases(seeds)]
     files = {"model.pt": seeds.checkpoint, "model.onnx": seeds.onnx}
     cases += [Case(f"API {name}", files, name) for name in API_CASES]
     return cases
@@ -529,6 +594,8 @@ def run_entry(case: Case, folder: Path, out: Path) -> int | None:
                               "--warmup", "0", "--no-memory", "--json-out", str(out), *options],
         "cli_train": lambda: ["train", "--arch", "lenet5", "--data", f"cifar10:{folder}/cifar",
                               "--epochs", "1", "--out", str(out)],
+        "cli_train_user_data": lambda: ["train", "--arch", "lenet300_100", "--data",
+                                        options[0], "--epochs", "1", "--out", str(out)],
         "cli_train_synthetic": lambda: ["train", "--arch", "lenet300_100", "--data",
                                         "synthetic", "--epochs", "1", "--out", str(out),
                                         *options],
@@ -546,6 +613,7 @@ def run_entry(case: Case, folder: Path, out: Path) -> int | None:
         "api_benchmark": lambda: rx.benchmark([source], batch_sizes=(2,), repeats=1, warmup=0,
                                               progress=False, memory=False),
         "data_load": lambda: rx_data().load(f"cifar10:{folder}/cifar", "train"),
+        "user_data_load": lambda: rx_data().load(options[0], "train"),
         **{name: (lambda call=call: call(folder)) for name, call in API_CASES.items()},
     }
     api[case.entry]()

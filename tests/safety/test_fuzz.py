@@ -12,6 +12,8 @@ def _assert_clean(fuzz, outcomes, minimum):
     assert len(outcomes) >= minimum
     assert fuzz.summary(outcomes).startswith(f"{len(outcomes)} cases: ")
     assert sum(o.case.payload for o in outcomes) >= 60  # payloads in every hiding place
+    # every loader's bad files, through data.load and the train command
+    assert sum(o.case.entry in ("user_data_load", "cli_train_user_data") for o in outcomes) >= 40
     assert sum(o.verdict == "clear" for o in outcomes) >= 0.8 * len(outcomes)
 
 
