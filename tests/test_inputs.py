@@ -15,6 +15,8 @@ import relief_export as rx
 from relief_export import models
 from relief_export.bench.masks import relief_like_masks
 from relief_export.graph.masks import effective_state_dict
+from relief_export.inputs import read_model
+from relief_export.inputs.onnx_graph import read_onnx
 from relief_export.inputs.onnx_ops import ONNX_OPS
 from relief_export.runtime.ort import session
 
@@ -127,7 +129,8 @@ _W = {"w_conv": _RNG.standard_normal((4, 3, 3, 3)), "b4": _RNG.standard_normal(4
       "w_gemm": _RNG.standard_normal((5, 48)), "b5": _RNG.standard_normal(5),
       "w_mat": _RNG.standard_normal((4, 6)), "scale": _RNG.uniform(0.5, 2, 3),
       "shift": _RNG.standard_normal(3), "mean": _RNG.standard_normal(3),
-      "var": _RNG.uniform(0.5, 2, 3), "half": [0.5]}
+      "var": _RNG.uniform(0.5, 2, 3), "half": [0.5], "ln_scale": _RNG.uniform(0.5, 2, 4),
+      "ln_shift": _RNG.standard_normal(4), "two": [2.0]}
 # op -> (nodes on input "x" [2, 3, 4, 4] ending in "y", initializers used, extra attributes)
 _OP_GRAPHS = {
     "Conv": ([("Conv", ["x", "w_conv", "b4"], {"pads": [1, 0, 1, 2], "strides": [1, 2]})], {}),
@@ -164,9 +167,24 @@ _OP_GRAPHS = {
                  ("Squeeze", ["f", "axes"], {})], {}),
     "Unsqueeze": ([("Unsqueeze", ["x", "axes"], {})], {}),
     "Identity": ([("Identity", ["x"], {})], {}), "Dropout": ([("Dropout", ["x"], {})], {}),
+    "Gather": ([("Gather", ["x", "picks"], {"axis": 1})], {}),
+    "Cast": ([("Cast", ["x"], {"to": 6}), ("Cast", ["f"], {"to": 1})], {}),
+    "LayerNormalization": ([("LayerNormalization", ["x", "ln_scale", "ln_shift"],
+                             {"axis": -1, "epsilon": 1e-3})], {}),
+    "Expand": ([("ReduceMean", ["x", "axes"], {"keepdims": 1}),
+                ("Expand", ["f", "wide"], {})], {}),
+    "Erf": ([("Erf", ["x"], {})], {}), "Neg": ([("Neg", ["x"], {})], {}),
+    "Exp": ([("Exp", ["x"], {})], {}),
+    "Sqrt": ([("Mul", ["x", "x"], {}), ("Sqrt", ["f"], {})], {}),
+    "Pow": ([("Pow", ["x", "two"], {})], {}),
+    "Equal": ([("Equal", ["x", "x"], {}), ("Cast", ["f"], {"to": 1})], {}),
+    "Not": ([("Equal", ["x", "x"], {}), ("Not", ["f"], {}), ("Cast", ["f"], {"to": 1})], {}),
+    "Where": ([("Relu", ["x"], {}), ("Equal", ["f", "x"], {}),
+               ("Where", ["f", "x", "half"], {})], {}),
 }
 _CONSTANTS = {"zero": 0.0, "six": 6.0, "shape": [0, 3, -1], "pads": [0, 1, 0, 2, 0, 0, 1, 1],
-              "axes": [2, 3], "starts": [0, 1], "ends": [9, -1], "steps": [2, 1]}
+              "axes": [2, 3], "starts": [0, 1], "ends": [9, -1], "steps": [2, 1],
+              "picks": [2, 0], "wide": [1, 3, 4, 4]}
 
 
 def _op_model(op: str) -> onnx.ModelProto:
@@ -174,9 +192,10 @@ def _op_model(op: str) -> onnx.ModelProto:
 
     steps, shapes = _OP_GRAPHS[op]
     nodes, names = [], []
-    for index, (op_type, inputs, attributes) in enumerate(steps):
-        inputs = [("f" if index else "x") if name == "f" else name for name in inputs]
-        output = "y" if index == len(steps) - 1 else "f"
+    for index, (op_type, inputs, attributes) in enumerate(steps):  # "f": the step before's
+        inputs = [(f"f{index - 1}" if index else "x") if name == "f" else name
+                  for name in inputs]
+        output = "y" if index == len(steps) - 1 else f"f{index}"
         nodes.append(helper.make_node(op_type, inputs, [output], name=f"{op_type}_{index}",
                                       **attributes))
         names += inputs
@@ -243,25 +262,26 @@ def test_onnx_in_after_onnxslim(tmp_path):
 
 
 def test_onnx_in_bad_input_names_the_node(tmp_path, capsys):
-    class Erf(nn.Module):
+    class Sine(nn.Module):
         def forward(self, x):
-            return torch.special.erf(x).flatten(1)
+            return torch.sin(x).flatten(1)
 
-    source = tmp_path / "erf.onnx"
-    _onnx_export(Erf(), [1, 4], source, False)
+    source = tmp_path / "sine.onnx"
+    _onnx_export(Sine(), [1, 4], source, False)
     out = tmp_path / "out.onnx"
     code, _, err = run_cli([source, "--out", out], capsys)
-    assert code == 2 and "Erf" in err and "is not supported" in err and "node" in err
+    assert code == 2 and "Sin" in err and "is not supported" in err and "node" in err
     assert not out.exists() and "Traceback" not in err
 
-    class Two(nn.Module):
-        def forward(self, x, y):
-            return x + y
+    class Masked(nn.Module):
+        def forward(self, x, keep):
+            return x * keep
 
-    two = tmp_path / "two.onnx"
-    torch.onnx.export(Two(), (torch.randn(1, 3), torch.randn(1, 3)), str(two), dynamo=False)
-    code, _, err = run_cli([two, "--out", out], capsys)
-    assert code == 2 and "one input and one output" in err and "2 inputs" in err
+    masked = tmp_path / "masked.onnx"
+    torch.onnx.export(Masked(), (torch.randn(1, 3), torch.ones(1, 3, dtype=torch.bool)),
+                      str(masked), dynamo=False, input_names=["x", "keep"])
+    code, _, err = run_cli([masked, "--out", out], capsys)
+    assert code == 2 and "input 'keep' must be a float32, int64 or int32 tensor" in err
 
     truncated = tmp_path / "cut.onnx"
     truncated.write_bytes(source.read_bytes()[:40])
@@ -464,3 +484,52 @@ def test_spatially_padded_constants_and_bias_free_convs(tmp_path):
     exported = rx.export_onnx(archive, tmp_path / "padded.onnx", align=1)
     assert exported.compaction["uncompacted"] == []
     assert _relative(model(x).detach().numpy(), _run(tmp_path / "padded.onnx", x.numpy())) <= 1e-5
+
+
+class _TokenModel(nn.Module):
+    """Token ids, an integer attention mask and a float side input; logits and a feature."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.norm = nn.Embedding(50, 16), nn.LayerNorm(16)
+        self.fc1, self.side, self.fc2 = nn.Linear(16, 32), nn.Linear(3, 32), nn.Linear(32, 4)
+
+    def forward(self, ids, mask, extra):
+        h = self.norm(self.embed(ids)) * mask.unsqueeze(-1).float()
+        h = F.gelu(self.fc1(h)).sum(1) / mask.float().sum(1, keepdim=True).clamp(min=1)
+        h = h + self.side(extra)
+        return self.fc2(h), h[:, 0]
+
+
+def test_onnx_with_several_inputs_token_ids_and_outputs(tmp_path, capsys):
+    """Three inputs (int64 ids below the table size, an int64 mask, floats) and two outputs:
+    the export agrees with the source file in onnxruntime on every output."""
+    torch.manual_seed(0)
+    names = ["input_ids", "attention_mask", "extra"]
+    source, out = tmp_path / "tok.onnx", tmp_path / "out.onnx"
+    examples = (torch.randint(0, 50, (2, 7)), torch.ones(2, 7, dtype=torch.int64),
+                torch.rand(2, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_TokenModel().eval(), examples, str(source), dynamo=False,
+                          input_names=names, output_names=["logits", "feature"],
+                          dynamic_axes={n: {0: "b"} for n in [*names, "logits", "feature"]})
+    _, specs, _ = read_onnx(source)
+    assert [(s.name, s.dtype, s.shape, s.high) for s in specs] == [
+        ("input_ids", torch.int64, [2, 7], 50), ("attention_mask", torch.int64, [2, 7], 2),
+        ("extra", torch.float32, [2, 3], 2)]
+    loaded = rx.load_model(source)
+    assert [x.dtype for x in read_model(source).example_inputs] == \
+        [torch.int64, torch.int64, torch.float32]
+    assert isinstance(loaded(*examples), tuple)
+    code, _, err = run_cli([source, "--out", out], capsys)
+    assert code == 0, err
+    generator = torch.Generator().manual_seed(3)
+    feed = {"input_ids": torch.randint(0, 50, (5, 7), generator=generator).numpy(),
+            "attention_mask": torch.randint(0, 2, (5, 7), generator=generator).numpy(),
+            "extra": torch.rand(5, 3, generator=generator).numpy()}
+    want = session(str(source)).run(None, feed)
+    got = session(str(out)).run(None, feed)
+    assert len(got) == 2
+    for a, b in zip(want, got, strict=True):
+        assert a.shape == b.shape and _relative(a, b) <= 1e-4

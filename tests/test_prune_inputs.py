@@ -186,3 +186,40 @@ def test_prune_bad_model_inputs(tmp_path, capsys):
                             "regression", "--image-size", "3", "--out", tmp_path / "o.pt"],
                            capsys)
     assert code == 2 and "npz does not take option(s) image_size" in err
+
+
+def test_prune_an_onnx_token_model_on_npz_token_ids(tmp_path, capsys):
+    """An ONNX file whose input is int64 token ids (an embedding table of 50): pruned on an
+    npz of token ids, exported, and within 1e-4 of the pruned model in onnxruntime."""
+
+    class Bag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed, self.fc1, self.fc2 = nn.Embedding(50, 16), nn.Linear(16, 32), \
+                nn.Linear(32, 4)
+
+        def forward(self, ids):
+            return self.fc2(torch.relu(self.fc1(self.embed(ids))).mean(1))
+
+    torch.manual_seed(0)
+    source = tmp_path / "bag.onnx"
+    torch.onnx.export(Bag().eval(), (torch.randint(0, 50, (2, 7)),), source, dynamo=False,
+                      input_names=["ids"], dynamic_axes={"ids": {0: "b"}})
+    ids = np.random.default_rng(0).integers(0, 50, (200, 7))
+    np.savez(tmp_path / "ids.npz", x=ids, y=ids[:, 0] % 4)
+    pruned = tmp_path / "bag.pt"
+    code, _, err = run_cli(["prune", source, "--data", f"npz:{tmp_path}/ids.npz", *PRUNE,
+                            "--out", pruned], capsys)
+    assert code == 0, err
+    loaded = read_model(pruned)
+    assert loaded.example_inputs[0].dtype == torch.int64
+    kept = [m.weight_mask.float().mean().item() for m in loaded.model.modules()
+            if hasattr(m, "weight_mask")]
+    assert kept and min(kept) < 1.0  # NNrelief removed connections
+    out = tmp_path / "bag_pruned.onnx"
+    assert run_cli([pruned, "--out", out], capsys)[0] == 0
+    x = torch.from_numpy(ids[:16])
+    runtime = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = runtime.run(None, {runtime.get_inputs()[0].name: x.numpy()})[0]
+    want = outputs(loaded.model, x).numpy()
+    assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()

@@ -262,6 +262,66 @@ def _identity(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
     return args[0]
 
 
+def _gather(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+    """A constant table indexed on axis 0 is an embedding layer; a constant index picks
+    along an axis of a tensor (``x[:, 0]``: select; a list: index_select)."""
+    data, indices, axis = args[0], args[1], int(attr(node, "axis", 0))
+    if isinstance(data, torch.Tensor) and axis == 0 and data.dim() == 2:
+        return c.layer(node.name or "embedding", nn.Embedding.from_pretrained(
+            data.float(), freeze=False), indices)
+    if isinstance(indices, torch.Tensor) and indices.dim() <= 1:
+        rank = c.examples[data].dim()
+        if axis % rank == 0:
+            raise ReliefError("gathering along the batch axis is not supported")
+        if indices.dim() == 0:
+            return c.call(torch.select, data, axis, int(indices))
+        return c.call(torch.index_select, data, axis, c.node(indices.long()))
+    raise ReliefError("only a constant 2-d table (an embedding) or a constant index is "
+                      "supported")
+
+
+# ONNX TensorProto data types a Cast may name -> torch
+CAST_DTYPES = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool,
+               10: torch.float16, 11: torch.float64}
+
+
+def _cast(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+    to = int(attr(node, "to", 1))
+    if to not in CAST_DTYPES:
+        raise ReliefError(f"Cast to ONNX data type {to} is not supported")
+    return c.call(_to, args[0], CAST_DTYPES[to])
+
+
+def _to(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x as ``dtype`` (ONNX Cast)."""
+    return x.to(dtype)
+
+
+def _layer_norm(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+    """LayerNormalization over the axes from ``axis`` on: an nn.LayerNorm layer."""
+    shape = list(c.examples[args[0]].shape)
+    axis = int(attr(node, "axis", -1)) % len(shape)
+    scale, bias = _constant(args, 1, "LayerNormalization scale"), _constant(args, 2, "bias")
+    module = nn.LayerNorm(shape[axis:], eps=float(attr(node, "epsilon", 1e-5)),
+                          bias=bias is not None)
+    with torch.no_grad():
+        assert scale is not None
+        module.weight.copy_(scale.float().expand(shape[axis:]))
+        if bias is not None:
+            module.bias.copy_(bias.float().expand(shape[axis:]))
+    return c.layer(node.name or "layer_norm", module, args[0])
+
+
+def _expand(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+    """x broadcast to ``shape`` (ONNX's two-way broadcast: ones keep x's size)."""
+    shape = _constant(args, 1, "Expand shape")
+    assert shape is not None
+    target = torch.broadcast_shapes(c.examples[args[0]].shape, tuple(shape.tolist()))
+    own = c.examples[args[0]].shape
+    sizes = [-1 if i == 0 and own[0] == size else size for i, size in enumerate(target)]
+    return c.call(torch.Tensor.expand, args[0], sizes)
+
+
 # ONNX op -> converter(converter, node, input values) -> the fx node of its (first) output
 ONNX_OPS: dict[str, Callable[[Converter, ir.Node, list[Any]], fx.Node]] = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batch_norm,
@@ -281,4 +341,9 @@ ONNX_OPS: dict[str, Callable[[Converter, ir.Node, list[Any]], fx.Node]] = {
     "ReduceMax": _reduce(torch.amax), "Slice": _slice, "Transpose": _transpose,
     "Squeeze": _squeeze, "Unsqueeze": _unsqueeze, "Softmax": _softmax,
     "Identity": _identity, "Dropout": _identity,
+    "Gather": _gather, "Cast": _cast, "LayerNormalization": _layer_norm, "Expand": _expand,
+    "Erf": _unary(torch.erf), "Sqrt": _unary(torch.sqrt), "Neg": _unary(torch.neg),
+    "Exp": _unary(torch.exp), "Not": _unary(torch.logical_not),
+    "Pow": _binary(torch.pow), "Equal": _binary(torch.eq),
+    "Where": lambda c, n, a: c.call(torch.where, *(c.node(x) for x in a)),
 }
