@@ -41,6 +41,8 @@ AVERAGE_POOL_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, torch.avg_pool1d,
                           aten.avg_pool1d.default, aten.avg_pool2d.default}
 ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, aten.add.Tensor}
 MUL_FUNCTIONS = {operator.mul, operator.imul, torch.mul, aten.mul.Tensor}
+DIV_FUNCTIONS = {operator.truediv, operator.itruediv, torch.div, torch.true_divide,
+                 aten.div.Tensor}
 RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, aten.flatten.using_ints, aten.view.default,
                      aten.reshape.default, aten._unsafe_view.default}
 UNSQUEEZE_FUNCTIONS = {torch.unsqueeze, torch.squeeze, aten.unsqueeze.default,
@@ -65,3 +67,6 @@ SHAPE_QUERIES = {"size", "dim", aten.sym_size.int, aten.sym_numel.default, aten.
 TENSOR_PROPERTIES = {"shape", "dtype", "device", "ndim"}  # getattr(x, name) in a torch.fx graph
 ATTENTION_FUNCTIONS = {F.scaled_dot_product_attention,
                        aten.scaled_dot_product_attention.default}
+# hand-written attention: scores = q @ k^T, softmax(scores) @ v; softmax(input, dim, ...)
+MATMUL_FUNCTIONS = {torch.matmul, operator.matmul, aten.matmul.default}
+SOFTMAX_FUNCTIONS = {F.softmax, torch.softmax, aten._softmax.default, aten.softmax.int}

@@ -262,6 +262,29 @@ class Attention(nn.Module):
         return self.o(context.transpose(1, 2).reshape(batch, tokens, 16))
 
 
+class HandWrittenAttention(Attention):
+    """The same heads written out: softmax(q @ k^T / sqrt(d)) @ v (``scores`` other than
+    softmax: relu, whose rows do not sum to 1)."""
+
+    def __init__(self, scores=F.softmax):
+        super().__init__()
+        self.scores = scores
+
+    def forward(self, x):
+        batch, tokens, _ = x.shape
+
+        def heads(t):
+            return t.view(batch, tokens, 4, 4).transpose(1, 2)
+
+        q, k, v = heads(self.q(x)), heads(self.k(x)), heads(self.v(x))
+        weights = self.scores(torch.matmul(q, k.transpose(-2, -1)) / 2.0, dim=-1)
+        return self.o((weights @ v).transpose(1, 2).reshape(batch, tokens, 16))
+
+
+def relu_scores(x, dim):
+    return F.relu(x)
+
+
 def constant_head_values(model: Attention) -> None:
     """Head 1's values are the constant 0.3 (rows 4-7 of v zero, bias 0.3): its output is that
     constant whatever the attention weights, so o folds it and the head goes; head 3's output
@@ -398,6 +421,16 @@ CASES = {
     # heads 1 and 3 go whole: q, k and v lose 8 rows, o 8 columns
     "attention_heads": Case(Attention, image(5, 16), constant_head_values,
                             {"q": [8, 16], "k": [8, 16], "v": [8, 16], "o": [16, 8]}),
+    # the same, written out as softmax(q @ k^T / 2) @ v
+    "hand_written_attention_heads": Case(HandWrittenAttention, image(5, 16),
+                                         constant_head_values,
+                                         {"q": [8, 16], "k": [8, 16], "v": [8, 16],
+                                          "o": [16, 8]}),
+    # relu weights do not sum to 1: head 1's constant values vary, so only head 3 goes
+    "attention_weights_not_softmax": Case(lambda: HandWrittenAttention(relu_scores),
+                                          image(5, 16), constant_head_values,
+                                          {"q": [12, 16], "k": [12, 16], "v": [12, 16],
+                                           "o": [16, 12]}),
     # conv units 2 (even, position 1) and 5 (odd, position 2) go; x[:, ::2] picks the rest
     "stepped_channel_slices": Case(SteppedChannels, image(3, 4, 4), lambda m: kill(m.conv, [2, 5]),
                                    {"conv": [6, 3, 1, 1], "even": [2, 3, 1, 1],

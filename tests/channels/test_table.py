@@ -29,7 +29,7 @@ def test_every_rule_lives_in_a_family_module():
     assert table.FUNCTIONS[torch.flip].name == "flip"
     assert table.METHODS["flip"].name == "flip"
     assert {r.name for r in rules if r.heads} == {"identity", "elementwise", "transpose",
-                                                  "permute", "reshape", "attention"}
+                                                  "permute", "reshape", "attention", "matmul"}
 
 
 class LeakyGate(nn.LeakyReLU):

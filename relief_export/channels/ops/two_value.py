@@ -1,8 +1,8 @@
-"""Binary arithmetic: x + y and x * y. Two values whose channels meet on one axis unite their
-slots (a residual add ties the channels it sums); a value and a constant (a scalar, or one
-varying only along the channel axis) keep the value's slots and fold the constant into each
-channel's state. A residual add whose branch has many dead units may instead stay a *partial
-add*, placing the branch's live channels by an index_select.
+"""Binary arithmetic: x + y, x * y and x / c (c constant). Two values whose channels meet on
+one axis unite their slots (a residual add ties the channels it sums); a value and a constant
+(a scalar, or one varying only along the channel axis) keep the value's slots and fold the
+constant into each channel's state. A residual add whose branch has many dead units may
+instead stay a *partial add*, placing the branch's live channels by an index_select.
 """
 
 from __future__ import annotations
@@ -36,6 +36,16 @@ def add(b: Builder, node: fx.Node) -> Slots | None:
 @rule(functions=ops.MUL_FUNCTIONS, methods=("mul", "mul_"))
 def mul(b: Builder, node: fx.Node) -> Slots | None:
     return _binary(b, node, "mul")
+
+
+@rule(functions=ops.DIV_FUNCTIONS, methods=("div", "div_"))
+def div(b: Builder, node: fx.Node) -> Slots | None:
+    """x / c for a constant c (a scalar or per channel, nowhere zero): x * (1 / c)."""
+    left, right = lc.arg(node, 0, "input"), lc.arg(node, 1, "other")
+    data = b.of(left)
+    if data is None or b.constant(left) is not None or lc.arg(node, 2, "rounding_mode"):
+        return None
+    return _affine(b, node, data, left, right, "div")
 
 
 def _binary(b: Builder, node: fx.Node, kind: str) -> Slots | None:
@@ -119,13 +129,16 @@ def _branch_layer(b: Builder, node: Any) -> fx.Node | None:
 
 def _affine(b: Builder, node: fx.Node, data: Slots, data_node: Any, other: Any, kind: str
             ) -> Slots | None:
-    if lc.arg(node, 2, "alpha", 1) != 1:
+    """data + c, data * c or data / c for a constant c folded into each channel's state."""
+    if kind != "div" and lc.arg(node, 2, "alpha", 1) != 1:
         return None
     constant = b.constant(other)
     out_shape, data_shape = shape_of(node), shape_of(data_node)
     if constant is None or out_shape is None or data_shape is None or \
-            len(out_shape) != len(data_shape):
+            len(out_shape) != len(data_shape) or (kind == "div" and (constant == 0).any()):
         return None
+    if kind == "div":
+        constant, kind = 1 / constant, "mul"
     per_channel = _per_channel(constant, shape_of(other) or tuple(constant.shape),
                                out_shape, data.axis, data.width)
     if per_channel is None:
