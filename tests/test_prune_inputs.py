@@ -1,6 +1,8 @@
 """``relief-export prune`` on what users have: every model input kind, their data formats,
 then export (verified in onnxruntime) of the result."""
 
+import json
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -51,7 +53,8 @@ def _exported_error(checkpoint, tmp_path, capsys, extra=()):
     out = tmp_path / "model.onnx"
     code, _, err = run_cli([checkpoint, "--out", out, *extra], capsys)
     assert code == 0, err
-    loaded = read_model(checkpoint, allow_factory=True, trust="--trust-pickle" in extra)
+    loaded = read_model(checkpoint, allow_factory=True, trust="--trust-pickle" in extra,
+                        trust_remote_code="--trust-remote-code" in extra)
     x = loaded.example_inputs[0] if loaded.example_inputs else \
         torch.rand([4, *loaded.input_shape[1:]], generator=torch.Generator().manual_seed(1))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
@@ -223,3 +226,71 @@ def test_prune_an_onnx_token_model_on_npz_token_ids(tmp_path, capsys):
     got = runtime.run(None, {runtime.get_inputs()[0].name: x.numpy()})[0]
     want = outputs(loaded.model, x).numpy()
     assert np.abs(got - want).max() <= 1e-4 * np.abs(want).max()
+
+
+REMOTE_CONFIG = '''
+from transformers import PretrainedConfig
+
+
+class TinyConfig(PretrainedConfig):
+    model_type = "tiny-remote"
+
+    def __init__(self, vocab_size=30, hidden=8, labels=3, pad_token_id=0, **kwargs):
+        self.vocab_size, self.hidden, self.labels = vocab_size, hidden, labels
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+'''
+REMOTE_MODEL = '''
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .configuration_tiny import TinyConfig
+
+
+class TinyClassifier(PreTrainedModel):
+    config_class = TinyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(config.vocab_size, config.hidden)
+        self.fc, self.out = nn.Linear(config.hidden, 16), nn.Linear(16, config.labels)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None):
+        h = self.embed(input_ids) * attention_mask.unsqueeze(-1)
+        return {"logits": self.out(torch.relu(self.fc(h)).sum(1))}
+'''
+
+
+def test_a_folder_with_its_own_code_needs_trust_remote_code(tmp_path, capsys):
+    """A Hugging Face folder whose classes are its own code (auto_map): refused without
+    --trust-remote-code at prune and again at export (the checkpoint rebuilds the class from
+    the folder); with it, pruned and exported within 1e-4."""
+    pytest.importorskip("transformers")
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "configuration_tiny.py").write_text(REMOTE_CONFIG)
+    (folder / "modeling_tiny.py").write_text(REMOTE_MODEL)
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "tiny-remote", "architectures": ["TinyClassifier"], "vocab_size": 30,
+        "hidden": 8, "labels": 3, "pad_token_id": 0,
+        "auto_map": {"AutoConfig": "configuration_tiny.TinyConfig",
+                     "AutoModelForSequenceClassification": "modeling_tiny.TinyClassifier"}}))
+    generator = torch.Generator().manual_seed(0)
+    save_file({name: torch.randn(shape, generator=generator) for name, shape in (
+        ("embed.weight", (30, 8)), ("fc.weight", (16, 8)), ("fc.bias", (16,)),
+        ("out.weight", (3, 16)), ("out.bias", (3,)))}, folder / "model.safetensors")
+    ids = np.random.default_rng(0).integers(1, 30, (120, 6))
+    np.savez(tmp_path / "ids.npz", x=ids, y=ids[:, 0] % 3)
+    pruned, out = tmp_path / "tiny.pt", tmp_path / "tiny.onnx"
+    command = ["prune", folder, "--data", f"npz:{tmp_path}/ids.npz", *PRUNE, "--out", pruned]
+    code, _, err = run_cli(command, capsys)
+    assert code == 2 and "pass --trust-remote-code" in err and not pruned.exists()
+    code, _, err = run_cli([*command, "--trust-remote-code"], capsys)
+    assert code == 0, err
+    code, _, err = run_cli([pruned, "--out", out], capsys)
+    assert code == 2 and "code from" in err and "--trust-remote-code" in err
+    assert not out.exists()
+    assert _exported_error(pruned, tmp_path, capsys, ["--trust-remote-code"]) <= 1e-4

@@ -159,10 +159,11 @@ def _config(transformers: Any, folder: Path, trust_remote_code: bool) -> Any:
             str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
     except Exception as error:
         text = first_line(error)
-        hint = "; pass --trust-remote-code if you trust its code" \
-            if "trust_remote_code" in text else ""
+        if not trust_remote_code and ("trust_remote_code" in text or "custom code" in text):
+            raise ReliefError(f"{folder}: the model's classes are code in the folder; pass "
+                              "--trust-remote-code if you trust it") from None
         raise ReliefError(f"{folder}/config.json: not a readable Hugging Face config "
-                          f"({text}){hint}") from None
+                          f"({text})") from None
 
 
 def _model_class(transformers: Any, config: Any, folder: Path, trust_remote_code: bool) -> Any:
