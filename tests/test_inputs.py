@@ -184,7 +184,7 @@ _OP_GRAPHS = {
 }
 _CONSTANTS = {"zero": 0.0, "six": 6.0, "shape": [0, 3, -1], "pads": [0, 1, 0, 2, 0, 0, 1, 1],
               "axes": [2, 3], "starts": [0, 1], "ends": [9, -1], "steps": [2, 1],
-              "picks": [2, 0], "wide": [1, 3, 4, 4]}
+              "picks": [2, -3], "wide": [1, 3, 4, 4]}
 
 
 def _op_model(op: str) -> onnx.ModelProto:

@@ -123,7 +123,7 @@ def _input_spec(path: Path, value: ir.Value) -> InputSpec:
               and use.node.inputs[0] is not None and use.node.inputs[0].is_initializer()
               and use.node.inputs[0].shape is not None]
     return InputSpec(str(value.name), INPUT_DTYPES[value.dtype], shape,
-                     min(tables, default=INDEX_HIGH))
+                     max(1, min(tables, default=INDEX_HIGH)))
 
 
 def check_conversion(path: Path, module: nn.Module, specs: list[InputSpec],

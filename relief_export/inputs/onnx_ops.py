@@ -275,7 +275,8 @@ def _gather(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
             raise ReliefError("gathering along the batch axis is not supported")
         if indices.dim() == 0:
             return c.call(torch.select, data, axis, int(indices))
-        return c.call(torch.index_select, data, axis, c.node(indices.long()))
+        size = c.examples[data].shape[axis]  # ONNX counts negative indices from the end
+        return c.call(torch.index_select, data, axis, c.node(indices.long() % size))
     raise ReliefError("only a constant 2-d table (an embedding) or a constant index is "
                       "supported")
 
