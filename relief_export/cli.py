@@ -281,6 +281,9 @@ def _sparse_options(group: argparse._ArgumentGroup) -> None:
                        help="batch sizes at which --sparse-compute auto times (default 1,64)")
     group.add_argument("--tune-threads", type=positive_list, default=[1], metavar="N[,N...]",
                        help="thread counts at which --sparse-compute auto times (default 1)")
+    group.add_argument("--tune-cache", default=None, metavar="FILE",
+                       help="keep --sparse-compute auto's layer timings in FILE (JSON, per "
+                       "machine) and reuse them in later exports")
 
 
 def _run_export(args: argparse.Namespace) -> dict:

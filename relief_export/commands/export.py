@@ -25,6 +25,7 @@ def export_command(args: argparse.Namespace) -> dict:
                          int8_reduce_range=args.int8_reduce_range,
                          strict=args.strict, sparse_compute=args.sparse_compute,
                          tune_batches=args.tune_batch, tune_threads=args.tune_threads,
+                         tune_cache=args.tune_cache,
                          progress=_progress)
     print_notes(report.notes)
     if args.verbose:

@@ -44,7 +44,13 @@ from ..onnx.sparse.timing import Setting
 from .examples import examples_for, real_inputs
 from .int8_stage import Int8Options, check_int8_inputs, int8_metadata, quantize_stage
 from .report import ExportReport
-from .sparse_stage import drop_covers, slower_settings, sparse_compute_stage, sparse_settings
+from .sparse_stage import (
+    drop_covers,
+    slower_settings,
+    sparse_compute_stage,
+    sparse_settings,
+    tune_cache_file,
+)
 
 FP32_TOLERANCE = 1e-4
 MIN_OPSET = 17
@@ -66,7 +72,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                 accept_accuracy_drop: float = 0.0, int8_reduce_range: str = "auto",
                 strict: bool = False,
                 sparse_compute: str = "off", tune_batches: Sequence[int] = (1, 64),
-                tune_threads: Sequence[int] = (1,),
+                tune_threads: Sequence[int] = (1,), tune_cache: str | Path | None = None,
                 progress: Callable[[str], None] | None = None) -> ExportReport:
     """Export a masked model to a compact ONNX file: a module, or a file (checkpoint, .pt2,
     ONNX, a state_dict with ``arch`` / ``arch_kwargs``, a Hugging Face folder, or a trusted
@@ -78,7 +84,8 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     ``int8_reduce_range``: 7-bit weights "on", "off", or "auto" (where this CPU lacks VNNI).
     ``sparse_compute="auto"``: each sparse layer runs as dense blocks where that measures
     faster in onnxruntime at every batch size in ``tune_batches`` and thread count in
-    ``tune_threads`` (``onnx/passes/sparse_compute.py``); "off" keeps every layer whole.
+    ``tune_threads`` (``onnx/passes/sparse_compute.py``); "off" keeps every layer whole;
+    ``tune_cache``: a file that keeps those layer timings across exports.
     Output files are written only once complete and verified; the input is never modified.
     """
     start = time.perf_counter()
@@ -93,6 +100,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
                           int8_layers, int8_batch, accept_accuracy_drop, int8_reduce_range)
     options.check(int8, fp16_weights)
     tuning = sparse_settings(sparse_compute, tune_batches, tune_threads)
+    cache_file = tune_cache_file(tuning, tune_cache)
     outputs = _check_outputs(model_or_path, out_path, dense_out, report_path)
     loaded = _load(model_or_path, trust=trust, allow_factory=allow_factory, arch=arch,
                    arch_kwargs=arch_kwargs, trust_remote_code=trust_remote_code)
@@ -114,7 +122,8 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
     if tuning:
         exported, sparse = sparse_compute_stage(
             exported, tuning, examples,
-            {layer.name: layer.macs_before for layer in compaction.layers}, progress)
+            {layer.name: layer.macs_before for layer in compaction.layers}, progress,
+            cache_file)
         report.sparse_compute, report.sparse_whole_model_ms = sparse["layers"], \
             sparse["whole_model_ms"]
     fp32 = ir.to_proto(exported) if int8 else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -14,7 +15,8 @@ import torch
 from .. import validate
 from ..errors import ReliefError
 from ..onnx.passes import SparseCompute
-from ..onnx.sparse.timing import Setting, interleaved_ms
+from ..onnx.sparse.timing import ROUNDS, Setting, interleaved_ms
+from ..onnx.sparse.timing_cache import check_cache_path, load_cache, machine_key
 from ..runtime.seeded import random_like
 
 SPARSE_COMPUTE = ("auto", "off")
@@ -37,19 +39,32 @@ def sparse_settings(mode: str, batches: Sequence[int], threads: Sequence[int]
     return tuple(Setting(b, t) for b in dict.fromkeys(batches) for t in dict.fromkeys(threads))
 
 
+def tune_cache_file(settings: tuple[Setting, ...], path: str | Path | None) -> Path | None:
+    """The timing cache file, checked before any work: writable, and readable when it exists
+    (a damaged one is an error)."""
+    if path is None:
+        return None
+    if not settings:
+        raise ReliefError("--tune-cache applies to --sparse-compute auto only")
+    target = check_cache_path(path)
+    load_cache(target, machine_key(ROUNDS))
+    return target
+
+
 WHOLE_MODEL_ROUNDS = 5
 
 
 def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
                          examples: tuple[torch.Tensor, ...], dense_macs: dict[str, int],
-                         progress: Callable[[str], None] | None = None
-                         ) -> tuple[ir.Model, dict[str, Any]]:
+                         progress: Callable[[str], None] | None = None,
+                         cache_file: Path | None = None) -> tuple[ir.Model, dict[str, Any]]:
     """Covers chosen layer by layer, then the whole model timed with and without them at
     every setting (interleaved, median of ``WHOLE_MODEL_ROUNDS``); the covers stay only if
     the model with them is not slower at any setting. ``dense_macs``: per layer (module)
-    name, its MACs per sample before compaction (matched to a layer by its weight's name)."""
+    name, its MACs per sample before compaction (matched to a layer by its weight's name);
+    ``cache_file``: layer timings kept across exports."""
     before = ir.to_proto(exported)
-    compute = SparseCompute(settings, progress=progress)
+    compute = SparseCompute(settings, progress=progress, cache_file=cache_file)
     compute(exported)
     for choice in compute.choices:
         choice.macs_dense = dense_macs.get(choice.weight.removesuffix(".weight"))

@@ -1,6 +1,8 @@
 """Sparse compute: covered layers compute the masked model's function, in onnxruntime and in
 onnx.reference, whichever way the units' order is restored."""
 
+import json
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -17,7 +19,10 @@ from relief_export.errors import ReliefError
 from relief_export.int8 import int8_samples, to_int8
 from relief_export.onnx.emit import to_onnx
 from relief_export.onnx.passes import SparseCompute
+from relief_export.onnx.sparse import timing as timing_module
+from relief_export.onnx.sparse import timing_cache as timing_cache_module
 from relief_export.onnx.sparse.timing import Setting
+from relief_export.pipeline import sparse_stage as sparse_stage_module
 from relief_export.runtime.ort import session
 
 from ..helpers import run_cli
@@ -171,6 +176,59 @@ def test_export_with_sparse_compute_is_verified_and_reported(tmp_path):
         assert relative(model(x).numpy(), got) <= 1e-5
 
 
+def test_a_timing_cache_outlives_the_export(tmp_path, monkeypatch):
+    """--tune-cache: the first pass times every candidate and writes them; a second pass on
+    the same layers times nothing and decides the same; another machine's entries stay in
+    the file but are not used."""
+    exported = to_onnx(masked(Chain()), torch.randn(2, 16, 4, 4))
+    cache = tmp_path / "timing.json"
+    settings = (Setting(1, 1), Setting(4, 1))
+    first = SparseCompute(settings, cache_file=cache)
+    first(ir.serde.deserialize_model(ir.to_proto(exported)))
+    document = json.loads(cache.read_text())
+    [(machine, rows)] = document["machines"].items()
+    assert document["version"] == 1 and "onnxruntime" in machine
+    assert first.timer.timed == len(rows) >= 2 and {r[1] for r in rows} == {1, 4}
+    again = SparseCompute(settings, cache_file=cache)
+    again(ir.serde.deserialize_model(ir.to_proto(exported)))
+    assert again.timer.timed == 0
+    assert [(c.chosen, c.ms_dense, c.ms_cover) for c in again.choices] == \
+        [(c.chosen, c.ms_dense, c.ms_cover) for c in first.choices]
+    monkeypatch.setattr(timing_cache_module, "machine_key", lambda rounds: "another machine")
+    monkeypatch.setattr(timing_module, "machine_key", lambda rounds: "another machine")
+    elsewhere = SparseCompute(settings, cache_file=cache)
+    elsewhere(ir.serde.deserialize_model(ir.to_proto(exported)))
+    assert elsewhere.timer.timed == len(rows)
+    assert set(json.loads(cache.read_text())["machines"]) == {machine, "another machine"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", "not readable JSON"), ('{"version": 7, "machines": {}}', "version-1"),
+    ('{"version": 1, "machines": {"m": [["k", 0, 1, 2.0]]}}', None),
+    ('{"version": 1, "machines": {"m": "rows"}}', "version-1")])
+def test_a_damaged_timing_cache_is_one_error_and_stays(tmp_path, monkeypatch, text, message):
+    monkeypatch.setattr(timing_cache_module, "machine_key", lambda rounds: "m")
+    monkeypatch.setattr(sparse_stage_module, "machine_key", lambda rounds: "m")
+    cache, out = tmp_path / "timing.json", tmp_path / "m.onnx"
+    cache.write_text(text)
+    with pytest.raises(ReliefError, match=f"timing cache {cache}: .*; delete it") as error:
+        rx.export_onnx(masked(Chain()), out, input_shape=[1, 16, 4, 4],
+                       sparse_compute="auto", tune_cache=cache)
+    assert message is None or message in str(error.value)
+    assert cache.read_text() == text and not out.exists()
+
+
+def test_tune_cache_needs_sparse_compute_and_a_writable_place(tmp_path):
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ReliefError, match="--tune-cache applies to --sparse-compute auto"):
+        rx.export_onnx(masked(Chain()), out, input_shape=[1, 16, 4, 4],
+                       tune_cache=tmp_path / "t.json")
+    with pytest.raises(ReliefError, match="does not exist"):
+        rx.export_onnx(masked(Chain()), out, input_shape=[1, 16, 4, 4], sparse_compute="auto",
+                       tune_cache=tmp_path / "missing" / "t.json")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"sparse_compute": "fast"}, "sparse_compute"),
     ({"sparse_compute": "auto", "tune_batches": []}, "tune_batches"),
@@ -206,7 +264,11 @@ def test_cli_sparse_compute_reports_each_layer(tmp_path, capsys):
     for extra, message in [(["--sparse-compute", "fast"], "invalid choice"),
                            (["--sparse-compute", "auto", "--tune-batch", "0"], ">= 1"),
                            (["--sparse-compute", "auto", "--tune-threads", "x"],
-                            "comma-separated integers")]:
+                            "comma-separated integers"),
+                           (["--tune-cache", str(tmp_path / "t.json")],
+                            "--tune-cache applies to --sparse-compute auto only"),
+                           (["--sparse-compute", "auto", "--tune-cache", str(tmp_path)],
+                            "--tune-cache: ")]:
         try:
             code, _, err = run_cli([checkpoint, "--out", tmp_path / "bad.onnx",
                                     "--allow-factory", *extra], capsys)
@@ -234,13 +296,16 @@ def test_covered_blocks_quantize_to_int8():
     assert relative(expected, got) <= 0.1
 
 
+def forced_covers(settings, progress=None, cache_file=None):
+    return SparseCompute(settings, force="cover")
+
+
 def test_covers_are_dropped_when_the_whole_model_is_slower(tmp_path, monkeypatch):
     """Layer timings said faster; the whole model timed slower at batch 4: the file is the
     model without covers, and each layer says why."""
     import relief_export.pipeline.sparse_stage as stage
 
-    monkeypatch.setattr(stage, "SparseCompute", lambda settings, progress=None: SparseCompute(
-        settings, force="cover"))
+    monkeypatch.setattr(stage, "SparseCompute", forced_covers)
     monkeypatch.setattr(stage, "interleaved_ms",
                         lambda models, feeds, threads, rounds: [1.0, 2.0])
     model = masked(Chain())
@@ -267,8 +332,7 @@ def test_every_cover_is_exact_on_the_families(name, tmp_path, monkeypatch):
     family = FAMILIES[name]
     if not available(family):
         pytest.skip(f"needs {family.needs}")
-    monkeypatch.setattr(stage, "SparseCompute", lambda settings, progress=None: SparseCompute(
-        settings, force="cover"))
+    monkeypatch.setattr(stage, "SparseCompute", forced_covers)
     monkeypatch.setattr(stage, "interleaved_ms", lambda models, feeds, threads, rounds:
                         [2.0, 1.0])
     model, inputs = family_masked(name, "l1 90%")
@@ -289,8 +353,7 @@ def test_int8_keeps_the_covers_only_where_they_stay_faster(tmp_path, monkeypatch
     import relief_export.pipeline.sparse_stage as stage
 
     answers = iter([[2.0, 1.0], int8_times])
-    monkeypatch.setattr(stage, "SparseCompute", lambda settings, progress=None: SparseCompute(
-        settings, force="cover"))
+    monkeypatch.setattr(stage, "SparseCompute", forced_covers)
     monkeypatch.setattr(stage, "interleaved_ms",
                         lambda models, feeds, threads, rounds: next(answers))
     report = rx.export_onnx(masked(Chain()), tmp_path / "m.onnx", input_shape=[1, 16, 4, 4],

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx_ir as ir
@@ -77,13 +78,14 @@ class _Layer:
 class SparseCompute(ir.passes.InPlacePass):
     """``settings``: the (batch, threads) pairs timed; ``force="cover"`` skips the timing and
     applies every cover with fewer multiply-adds (for tests and experiments); ``progress``
-    hears one line per layer."""
+    hears one line per layer; ``cache_file``: times kept across exports (timing_cache)."""
 
     def __init__(self, settings: tuple[Setting, ...] = (Setting(1, 1), Setting(64, 1)),
                  max_blocks: int = 16, force: str | None = None,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None,
+                 cache_file: Path | None = None):
         super().__init__()
-        self.timer = Timer(settings)
+        self.timer = Timer(settings, cache_file)
         self.max_blocks, self.force = max_blocks, force
         self.progress = progress or (lambda _: None)
         self.choices: list[LayerCompute] = []

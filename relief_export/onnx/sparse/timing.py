@@ -4,7 +4,8 @@ a model of its own (the layer's input of the measured shape in, its output out).
 Each (candidate, batch size, thread count) is timed interleaved with the others of its layer:
 ``ROUNDS`` rounds, each running every candidate once after a warm-up, and the median of the
 rounds is its time. Times are cached by the candidate's structure (op, attributes, input
-shape, block sizes): a network with repeated layer shapes is timed once per shape.
+shape, block sizes): a network with repeated layer shapes is timed once per shape; with a
+cache file (``timing_cache``) the times outlive the export.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
 from ...runtime.ort import session
+from .timing_cache import load_cache, machine_key, save_cache
 
 ROUNDS = 7
 WARMUP = 2
@@ -36,11 +39,18 @@ class Setting:
 
 @dataclass
 class Timer:
-    """Times candidate graphs; ``cache`` maps a structure key and setting to milliseconds."""
+    """Times candidate graphs; ``cache`` maps a structure key and setting to milliseconds,
+    read from and written back to ``cache_file`` when one is named."""
 
     settings: tuple[Setting, ...]
+    cache_file: Path | None = None
     cache: dict[tuple[str, Setting], float] = field(default_factory=dict)
     timed: int = 0  # candidate graphs actually run
+
+    def __post_init__(self) -> None:
+        if self.cache_file is not None:
+            stored = load_cache(self.cache_file, machine_key(ROUNDS))
+            self.cache.update({(key, Setting(b, t)): ms for (key, b, t), ms in stored.items()})
 
     def times(self, candidates: Sequence[tuple[str, ir.Model]], input_shape: Sequence[int],
               dtype: type = np.float32) -> list[dict[Setting, float]]:
@@ -56,6 +66,10 @@ class Timer:
                 self.timed += len(missing)
                 for i, ms in zip(missing, measured, strict=True):
                     self.cache[(candidates[i][0], setting)] = ms
+                if self.cache_file is not None:
+                    save_cache(self.cache_file, machine_key(ROUNDS),
+                               {(key, s.batch, s.threads): ms
+                                for (key, s), ms in self.cache.items()})
             for i, (key, _) in enumerate(candidates):
                 result[i][setting] = self.cache[(key, setting)]
         return result
