@@ -190,6 +190,26 @@ def test_prune_bad_model_inputs(tmp_path, capsys):
                            capsys)
     assert code == 2 and "npz does not take option(s) image_size" in err
 
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = _mlp()
+
+        def forward(self, x, scale):
+            return self.mlp(x) * scale
+
+    torch.onnx.export(TwoInputs(), (torch.rand(2, 6), torch.rand(2, 1)), tmp_path / "two.onnx",
+                      dynamo=False, input_names=["x", "scale"],
+                      dynamic_axes={"x": {0: "b"}, "scale": {0: "b"}})
+    np.savez(tmp_path / "narrow.npz", x=np.zeros((8, 5), np.float32), y=np.arange(8) % 2)
+    # one input per sample for a model of two; 5 features for a model reading 6
+    for model, wrong in ((tmp_path / "two.onnx", spec),
+                         (tmp_path / "m.onnx", f"npz:{tmp_path}/narrow.npz")):
+        code, _, err = run_cli(["prune", model, "--data", wrong, "--out", tmp_path / "o.pt"],
+                               capsys)
+        assert code == 2 and f"{model} does not run on the samples of --data" in err, err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o.pt").exists()
+
 
 def test_prune_an_onnx_token_model_on_npz_token_ids(tmp_path, capsys):
     """An ONNX file whose input is int64 token ids (an embedding table of 50): pruned on an

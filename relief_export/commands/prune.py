@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .. import data, models, validate
-from ..errors import ReliefError
+from ..errors import ReliefError, first_line
 from ..files import check_output
 from ..graph.masks import effective_state_dict
 from ..inputs import LoadedModel, architecture_of, read_model, save_checkpoint
@@ -64,6 +64,7 @@ def _prune(args: argparse.Namespace, world: World) -> dict:
     full = data.load(spec, "train")
     test = data.load(spec, "test")
     check_labels(config.finetune.task, full.labels, f"--data {args.data}")
+    _check_fits(loaded, full, args.data)
     train, val = data.train_val_split(full, args.val_fraction, args.seed)
     rewind_to = _initial_state(arch, loaded.metrics) if args.rewind else None
     fingerprint = _fingerprint(spec, args, loaded, config, world)
@@ -89,6 +90,19 @@ def _prune(args: argparse.Namespace, world: World) -> dict:
         _write(out, args, spec, loaded, arch, config, result.model, result.history, full)
         saved_state.unlink(missing_ok=True)
     return {"out": str(out), "history": result.history}
+
+
+def _check_fits(loaded: LoadedModel, samples: data.ImageDataset, spec: str) -> None:
+    """Two samples of the data through the model, before any work: the data gives one input
+    per sample, of its shape and dtype."""
+    batch = samples.tensors()[0][:2]
+    try:
+        with torch.no_grad():
+            loaded.model.eval()(batch)
+    except Exception as error:
+        raise ReliefError(f"{loaded.source} does not run on the samples of --data {spec} "
+                          f"(one input per sample, {list(batch.shape[1:])} {batch.dtype}): "
+                          f"{first_line(error)}") from None
 
 
 def _write(out: Path, args: argparse.Namespace, spec: str, loaded: LoadedModel,
