@@ -153,7 +153,7 @@ _OP_GRAPHS = {
                                              "count_include_pad": 1})], {}),
     "GlobalAveragePool": ([("GlobalAveragePool", ["x"], {})], {}),
     "GlobalMaxPool": ([("GlobalMaxPool", ["x"], {})], {}),
-    "Flatten": ([("Flatten", ["x"], {"axis": 1})], {}),
+    "Flatten": ([("Flatten", ["x"], {"axis": 2})], {}),
     "Reshape": ([("Reshape", ["x", "shape"], {})], {}),
     "Concat": ([("Concat", ["x", "x"], {"axis": 1})], {}),
     "Pad": ([("Pad", ["x", "pads", "half"], {"mode": "constant"})], {}),

@@ -169,10 +169,16 @@ def _clip(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
 
 
 def _flatten(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+    """[d0, ..., dn] -> [d0 * ... * d(axis-1), d(axis) * ... * dn]; the first size is left
+    to the batch (-1), so axis 0 (which would fix it) is refused."""
+    shape = c.examples[args[0]].shape
     axis = int(attr(node, "axis", 1))
-    if axis != 1:
-        raise ReliefError(f"Flatten axis {axis} is not supported (axis 1 is)")
-    return c.call(torch.flatten, args[0], 1)
+    axis += len(shape) if axis < 0 else 0  # -rank..rank; rank gives [d0 * ... * dn, 1]
+    if axis == 0:
+        raise ReliefError("Flatten axis 0 folds the batch axis away; it is not supported")
+    if axis == 1:
+        return c.call(torch.flatten, args[0], 1)
+    return c.call(torch.reshape, args[0], (-1, math.prod(shape[axis:])))
 
 
 def _reshape(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
