@@ -177,6 +177,7 @@ _OP_GRAPHS = {
     "Exp": ([("Exp", ["x"], {})], {}),
     "Sqrt": ([("Mul", ["x", "x"], {}), ("Sqrt", ["f"], {})], {}),
     "Pow": ([("Pow", ["x", "two"], {})], {}),
+    "Max": ([("Max", ["x", "half", "zero"], {})], {}), "Min": ([("Min", ["x", "half"], {})], {}),
     "Equal": ([("Equal", ["x", "x"], {}), ("Cast", ["f"], {"to": 1})], {}),
     "Not": ([("Equal", ["x", "x"], {}), ("Not", ["f"], {}), ("Cast", ["f"], {"to": 1})], {}),
     "Where": ([("Relu", ["x"], {}), ("Equal", ["f", "x"], {}),
@@ -501,9 +502,11 @@ class _TokenModel(nn.Module):
         return self.fc2(h), h[:, 0]
 
 
-def test_onnx_with_several_inputs_token_ids_and_outputs(tmp_path, capsys):
-    """Three inputs (int64 ids below the table size, an int64 mask, floats) and two outputs:
-    the export agrees with the source file in onnxruntime on every output."""
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_onnx_with_several_inputs_token_ids_and_outputs(tmp_path, capsys, dynamo):
+    """Three inputs (int64 ids below the table size, an int64 mask, floats) and two outputs,
+    from either torch exporter: the export agrees with the source file in onnxruntime on
+    every output."""
     torch.manual_seed(0)
     names = ["input_ids", "attention_mask", "extra"]
     source, out = tmp_path / "tok.onnx", tmp_path / "out.onnx"
@@ -511,9 +514,15 @@ def test_onnx_with_several_inputs_token_ids_and_outputs(tmp_path, capsys):
                 torch.rand(2, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_TokenModel().eval(), examples, str(source), dynamo=False,
-                          input_names=names, output_names=["logits", "feature"],
-                          dynamic_axes={n: {0: "b"} for n in [*names, "logits", "feature"]})
+        if dynamo:
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(_TokenModel().eval(), examples, str(source), dynamo=True,
+                              external_data=False, dynamic_shapes=({0: batch},) * 3,
+                              input_names=names, output_names=["logits", "feature"])
+        else:
+            torch.onnx.export(_TokenModel().eval(), examples, str(source), dynamo=False,
+                              input_names=names, output_names=["logits", "feature"],
+                              dynamic_axes={n: {0: "b"} for n in [*names, "logits", "feature"]})
     _, specs, _ = read_onnx(source)
     assert [(s.name, s.dtype, s.shape, s.high) for s in specs] == [
         ("input_ids", torch.int64, [2, 7], 50), ("attention_mask", torch.int64, [2, 7], 2),

@@ -125,6 +125,16 @@ def _binary(target: Callable) -> Callable[[Converter, ir.Node, list[Any]], fx.No
     return lambda c, node, args: c.call(target, c.node(args[0]), c.node(args[1]))
 
 
+def _variadic(target: Callable) -> Callable[[Converter, ir.Node, list[Any]], fx.Node]:
+    """Max / Min of any number of inputs, pairwise left to right."""
+    def convert(c: Converter, node: ir.Node, args: list[Any]) -> fx.Node:
+        result = c.node(args[0])
+        for other in args[1:]:
+            result = c.call(target, result, c.node(other))
+        return result
+    return convert
+
+
 def _unary(target: Callable, **fixed: Any) -> Callable[[Converter, ir.Node, list[Any]], fx.Node]:
     return lambda c, node, args: c.call(target, args[0], **fixed)
 
@@ -353,4 +363,5 @@ ONNX_OPS: dict[str, Callable[[Converter, ir.Node, list[Any]], fx.Node]] = {
     "Exp": _unary(torch.exp), "Not": _unary(torch.logical_not),
     "Pow": _binary(torch.pow), "Equal": _binary(torch.eq),
     "Where": lambda c, n, a: c.call(torch.where, *(c.node(x) for x in a)),
+    "Max": _variadic(torch.maximum), "Min": _variadic(torch.minimum),
 }
