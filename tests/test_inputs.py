@@ -542,3 +542,25 @@ def test_onnx_with_several_inputs_token_ids_and_outputs(tmp_path, capsys, dynamo
     assert len(got) == 2
     for a, b in zip(want, got, strict=True):
         assert a.shape == b.shape and _relative(a, b) <= 1e-4
+
+
+def test_hand_written_attention_in_a_pt2_loses_its_dead_heads(tmp_path):
+    """aten.matmul / aten.softmax.int / aten.div from torch.export: heads 1 (constant values)
+    and 3 (unread) go from q, k, v and o, as in the module; same function."""
+    from .channels.test_channel_ops import HandWrittenAttention, constant_head_values
+
+    torch.manual_seed(0)
+    model = HandWrittenAttention().eval()
+    constant_head_values(model)
+    archive = tmp_path / "attention.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(2, 5, 16),),
+                                          dynamic_shapes=({0: torch.export.Dim("b")},)),
+                      str(archive))
+    loaded = rx.load_model(archive)
+    x = torch.randn(3, 5, 16)
+    small = rx.compact(loaded, x[:1], align=1)
+    weights = sorted(tuple(p.shape) for name, p in small.named_parameters()
+                     if name.endswith("weight"))
+    assert weights == [(8, 16)] * 3 + [(16, 8)]
+    with torch.no_grad():
+        assert _relative(model(x).numpy(), small(x).numpy()) <= 1e-5
