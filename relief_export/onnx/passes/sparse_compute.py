@@ -102,6 +102,7 @@ class SparseCompute(ir.passes.InPlacePass):
                 self.progress(f"sparse compute: layer {index + 1}/{len(nodes)} "
                               f"({node.name}): cover search and timing")
                 modified |= self._layer(graph, layer, opset)
+        self.timer.save()
         return ir.passes.PassResult(model, modified)
 
     def _layer(self, graph: ir.Graph, layer: _Layer, opset: int) -> bool:

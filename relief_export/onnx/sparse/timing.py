@@ -66,13 +66,15 @@ class Timer:
                 self.timed += len(missing)
                 for i, ms in zip(missing, measured, strict=True):
                     self.cache[(candidates[i][0], setting)] = ms
-                if self.cache_file is not None:
-                    save_cache(self.cache_file, machine_key(ROUNDS),
-                               {(key, s.batch, s.threads): ms
-                                for (key, s), ms in self.cache.items()})
             for i, (key, _) in enumerate(candidates):
                 result[i][setting] = self.cache[(key, setting)]
         return result
+
+    def save(self) -> None:
+        """Write the times to ``cache_file`` (when named and something new was timed)."""
+        if self.cache_file is not None and self.timed:
+            save_cache(self.cache_file, machine_key(ROUNDS),
+                       {(key, s.batch, s.threads): ms for (key, s), ms in self.cache.items()})
 
 
 def _interleaved(models: list[ir.Model], shape: list[int], threads: int, dtype: type
