@@ -89,7 +89,8 @@ def test_prune_bad_inputs(tmp_path, capsys):
     before = dense.read_bytes()
     for extra, message in [(["--alpha-fc", "1.5"], "alpha_fc must lie in (0, 1]"),
                            (["--iterations", "0"], "iterations"),
-                           (["--data", "synthetic:3,32,32,4"], "do not fit")]:
+                           (["--data", "synthetic:3,32,32,4"],
+                            "does not run on the samples of --data synthetic:3,32,32,4")]:
         args = ["prune", dense, "--data", spec, "--out", tmp_path / "p.pt", *extra]
         code, _, err = run_cli(args, capsys)
         assert code == 2 and message in err, err
