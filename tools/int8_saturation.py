@@ -33,6 +33,8 @@ INT16 = (-32768, 32767)
 
 
 def trained_lenet() -> torch.nn.Module:
+    """The int8 tests' model (tests/int8/conftest.py loads it from here): seeded, 3 epochs,
+    90% of each layer's weights and hidden units 0-39 masked, 2 epochs of fine-tuning."""
     torch.manual_seed(0)
     model = models.build("lenet300_100")
     train = data.load("mnist5k", "train")
