@@ -120,10 +120,11 @@ def data_spec(args: argparse.Namespace, spec: str | None, model: str | None = No
     from pathlib import Path
 
     from ..data import with_options
+    from ..inputs.hf_folder import is_hf_folder
 
     tokenizer = args.tokenizer
     if tokenizer is None and model is not None and spec.startswith("hf:") and \
-            "tokenizer=" not in spec and (Path(model) / "config.json").is_file():
+            "tokenizer=" not in spec and is_hf_folder(Path(model)):
         tokenizer = model
     return with_options(spec, image_size=args.image_size, normalize=args.normalize,
                         text_column=args.text_column, label_column=args.label_column,

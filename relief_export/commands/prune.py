@@ -64,7 +64,8 @@ def _prune(args: argparse.Namespace, world: World) -> dict:
     full = data.load(spec, "train")
     test = data.load(spec, "test")
     check_labels(config.finetune.task, full.labels, f"--data {args.data}")
-    _check_fits(loaded, full, args.data)
+    examples = _first_samples(full)
+    _check_fits(loaded, examples, args.data)
     train, val = data.train_val_split(full, args.val_fraction, args.seed)
     rewind_to = _initial_state(arch, loaded.metrics) if args.rewind else None
     fingerprint = _fingerprint(spec, args, loaded, config, world)
@@ -87,15 +88,20 @@ def _prune(args: argparse.Namespace, world: World) -> dict:
             return {"stopped": True, "state": str(saved_state),
                     "iteration": interrupted.state.iteration}
     if world.main:
-        _write(out, args, spec, loaded, arch, config, result.model, result.history, full)
+        _write(out, args, spec, loaded, arch, config, result.model, result.history, full,
+               examples)
         saved_state.unlink(missing_ok=True)
     return {"out": str(out), "history": result.history}
 
 
-def _check_fits(loaded: LoadedModel, samples: data.ImageDataset, spec: str) -> None:
-    """Two samples of the data through the model, before any work: the data gives one input
-    per sample, of its shape and dtype."""
-    batch = samples.tensors()[0][:2]
+def _first_samples(samples: data.ImageDataset) -> torch.Tensor:
+    """The first two samples as the model reads them (a batch)."""
+    return torch.stack([samples[i][0] for i in range(min(2, len(samples)))])
+
+
+def _check_fits(loaded: LoadedModel, batch: torch.Tensor, spec: str) -> None:
+    """A batch of the data through the model, before any work: the data gives one input per
+    sample, of its shape and dtype."""
     try:
         with torch.no_grad():
             loaded.model.eval()(batch)
@@ -107,7 +113,7 @@ def _check_fits(loaded: LoadedModel, samples: data.ImageDataset, spec: str) -> N
 
 def _write(out: Path, args: argparse.Namespace, spec: str, loaded: LoadedModel,
            arch: dict[str, Any], config: ReliefConfig, model: torch.nn.Module,
-           history: list[dict], full: data.ImageDataset) -> None:
+           history: list[dict], full: data.ImageDataset, examples: torch.Tensor) -> None:
     final = history[-1]
     metrics = {**loaded.metrics, "test_accuracy": final["test_accuracy"],
                "val_accuracy": final["val_accuracy"],
@@ -115,11 +121,10 @@ def _write(out: Path, args: argparse.Namespace, spec: str, loaded: LoadedModel,
                "remaining_weights": final["remaining_weights"],
                "remaining_flops": final["remaining_flops"],
                "prune_config": {k: v for k, v in vars(config).items() if k != "finetune"}}
-    sample = torch.stack([full[i][0] for i in range(min(2, len(full)))])
     save_checkpoint(out, model, arch=arch, inputs=(args.model,),
                     input_shape=[1, *full.sample_shape], data=spec,
                     metrics=metrics, history=history,
-                    example_inputs=None if sample.is_floating_point() else (sample,))
+                    example_inputs=None if examples.is_floating_point() else (examples,))
     print(history_table(history))
     print(f"wrote {out}")
 
