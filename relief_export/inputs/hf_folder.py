@@ -23,7 +23,6 @@ import torch
 from torch import nn
 
 from ..errors import ReliefError, first_line
-from ..prune.tasks import primary_output
 from ..quiet import quiet_libraries
 from .loaded import LoadedModel, ReadOptions, file_sha256
 
@@ -44,7 +43,9 @@ class HFModel(nn.Module):
         inputs: dict[str, torch.Tensor] = {self.input_name: x}
         if self.pad_token_id is not None:
             inputs["attention_mask"] = (x != self.pad_token_id).long()
-        return primary_output(self.model(**inputs))
+        output = self.model(**inputs)
+        logits = output.get("logits") if hasattr(output, "get") else None
+        return logits if isinstance(logits, torch.Tensor) else output[0]
 
 
 def is_hf_folder(path: Path) -> bool:
