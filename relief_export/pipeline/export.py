@@ -40,6 +40,7 @@ from ..onnx.passes import (
     SetMetadata,
     TensorChoice,
 )
+from ..onnx.quantize import resolve_reduce_range
 from ..onnx.sparse.timing import Setting
 from .examples import examples_for, real_inputs
 from .int8_stage import Int8Options, check_int8_inputs, int8_metadata, quantize_stage
@@ -123,7 +124,7 @@ def export_onnx(model_or_path: nn.Module | str | Path, out_path: str | Path, *,
         exported, sparse = sparse_compute_stage(
             exported, tuning, examples,
             {layer.name: layer.macs_before for layer in compaction.layers}, progress,
-            cache_file)
+            cache_file, resolve_reduce_range(options.reduce_range) if int8 else None)
         report.sparse_compute, report.sparse_whole_model_ms = sparse["layers"], \
             sparse["whole_model_ms"]
     fp32 = ir.to_proto(exported) if int8 else None

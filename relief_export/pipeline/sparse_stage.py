@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from .. import validate
 from ..errors import ReliefError
 from ..onnx.passes import SparseCompute
+from ..onnx.quantize import quantize
 from ..onnx.sparse.timing import ROUNDS, Setting, interleaved_ms
 from ..onnx.sparse.timing_cache import check_cache_path, load_cache, machine_key
 from ..runtime.seeded import random_like
@@ -57,20 +59,29 @@ WHOLE_MODEL_ROUNDS = 5
 def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
                          examples: tuple[torch.Tensor, ...], dense_macs: dict[str, int],
                          progress: Callable[[str], None] | None = None,
-                         cache_file: Path | None = None) -> tuple[ir.Model, dict[str, Any]]:
+                         cache_file: Path | None = None, int8_reduce_range: bool | None = None
+                         ) -> tuple[ir.Model, dict[str, Any]]:
     """Covers chosen layer by layer, then the whole model timed with and without them at
     every setting (interleaved, median of ``WHOLE_MODEL_ROUNDS``); the covers stay only if
     the model with them is not slower at any setting. ``dense_macs``: per layer (module)
     name, its MACs per sample before compaction (matched to a layer by its weight's name);
-    ``cache_file``: layer timings kept across exports."""
+    ``cache_file``: layer timings kept across exports; ``int8_reduce_range`` (None for an
+    fp32 file): the layers are timed quantized as int8 export quantizes them, and the whole
+    model is left for the int8 stage to time (``without_covers`` is kept for it)."""
     before = ir.to_proto(exported)
-    compute = SparseCompute(settings, progress=progress, cache_file=cache_file)
+    int8 = None if int8_reduce_range is None else (
+        "int8 7-bit" if int8_reduce_range else "int8",
+        partial(quantize, method="minmax", reduce_range=int8_reduce_range))
+    compute = SparseCompute(settings, progress=progress, cache_file=cache_file, int8=int8)
     compute(exported)
     for choice in compute.choices:
         choice.macs_dense = dense_macs.get(choice.weight.removesuffix(".weight"))
     record: dict[str, Any] = {"layers": [asdict(c) for c in compute.choices],
                               "whole_model_ms": {}, "kept": False}
     if not any(c.chosen == "cover" for c in compute.choices):
+        return exported, record
+    if int8 is not None:
+        record["kept"], record["without_covers"] = True, before
         return exported, record
     slower = slower_settings(before, ir.to_proto(exported), settings, examples,
                              record["whole_model_ms"])

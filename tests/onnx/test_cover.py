@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from relief_export.onnx.sparse.cover import BLOCK_OVERHEAD, Block, Cover, find_cover
+from relief_export.onnx.sparse.cover import BLOCK_OVERHEAD, Block, Cover, coarser_covers, find_cover
 
 
 def covers_exactly(mask: np.ndarray, cover: Cover) -> bool:
@@ -75,3 +75,30 @@ def test_bad_masks_are_refused():
         find_cover(np.ones(5, dtype=bool))
     with pytest.raises(ValueError, match="2-d mask"):
         find_cover(np.ones((0, 3), dtype=bool))
+
+
+def test_coarser_covers_by_hand():
+    """8 diagonal blocks of 4 units x 3 channels (96 MACs): merged to 4 blocks of 8 x 6
+    (4 x 48 = 192 MACs), then 2 of 16 x 12 (2 x 192 = 384); a merged block lists its parts'
+    units part by part."""
+    mask = np.kron(np.eye(8, dtype=bool), np.ones((4, 3), dtype=bool))
+    finest = find_cover(mask)
+    assert len(finest.blocks) == 8 and finest.macs == 96
+    coarser = coarser_covers(finest)
+    assert [(len(c.blocks), c.macs) for c in coarser] == [(4, 192), (2, 384)]
+    for cover in coarser:
+        assert covers_exactly(mask, cover)
+        assert all(len(b.rows) == 32 // len(cover.blocks) for b in cover.blocks)
+    parts = {b.rows for b in finest.blocks}
+    for block in coarser[0].blocks:
+        assert (block.rows[:4] in parts) and (block.rows[4:] in parts)
+
+
+def test_coarser_covers_merge_the_cheapest_pair_first():
+    """Blocks A (2 x {0, 1}), B (2 x {1, 2}) and C (2 x {5}): merging A and B adds
+    4 x 3 - 4 - 4 = 4 MACs, A and C 4 x 3 - 4 - 2 = 6, B and C 6: A and B merge."""
+    cover = Cover((Block((0, 1), (0, 1)), Block((2, 3), (1, 2)), Block((4, 5), (5,))), (6, 6))
+    [two] = coarser_covers(cover)
+    assert two.blocks == (Block((0, 1, 2, 3), (0, 1, 2)), Block((4, 5), (5,)))
+    assert two.macs == 4 * 3 + 2 * 1
+    assert coarser_covers(Cover(two.blocks, (6, 6))) == []

@@ -296,7 +296,7 @@ def test_covered_blocks_quantize_to_int8():
     assert relative(expected, got) <= 0.1
 
 
-def forced_covers(settings, progress=None, cache_file=None):
+def forced_covers(settings, progress=None, cache_file=None, int8=None):
     return SparseCompute(settings, force="cover")
 
 
@@ -348,11 +348,12 @@ def test_every_cover_is_exact_on_the_families(name, tmp_path, monkeypatch):
 @pytest.mark.parametrize(("int8_times", "kept"), [([1.0, 2.0], False), ([2.0, 1.0], True)])
 def test_int8_keeps_the_covers_only_where_they_stay_faster(tmp_path, monkeypatch, int8_times,
                                                            kept):
-    """Covers faster in fp32; in int8 the model without them is quantized too, and the
-    covers stay only if the int8 model with them is not slower."""
+    """Covers chosen on their layers' int8 timings; the model without them is quantized too,
+    and the covers stay only if the int8 model with them is not slower (no fp32 whole-model
+    timing: the file is int8)."""
     import relief_export.pipeline.sparse_stage as stage
 
-    answers = iter([[2.0, 1.0], int8_times])
+    answers = iter([int8_times])
     monkeypatch.setattr(stage, "SparseCompute", forced_covers)
     monkeypatch.setattr(stage, "interleaved_ms",
                         lambda models, feeds, threads, rounds: next(answers))
@@ -360,8 +361,7 @@ def test_int8_keeps_the_covers_only_where_they_stay_faster(tmp_path, monkeypatch
                             sparse_compute="auto", tune_batches=[4], align=1, int8=True,
                             calib_synthetic=True, int8_layers="all",
                             accept_accuracy_drop=100.0)
-    assert set(report.sparse_whole_model_ms) == {"batch 4, 1 thread(s)",
-                                                 "int8, batch 4, 1 thread(s)"}
+    assert set(report.sparse_whole_model_ms) == {"int8, batch 4, 1 thread(s)"}
     covered = [layer for layer in report.sparse_compute if layer["chosen"] == "cover"]
     nodes = onnx.load(tmp_path / "m.onnx").graph.node
     assert any("_block" in n.name for n in nodes) == kept == bool(covered)
@@ -369,3 +369,54 @@ def test_int8_keeps_the_covers_only_where_they_stay_faster(tmp_path, monkeypatch
         assert all("in int8 the whole model measured slower" in layer["why"]
                    for layer in report.sparse_compute if layer["blocks"] > 1)
     assert report.int8 is not None and report.int8["fp32_layers"] == []
+
+
+def test_int8_times_the_candidates_quantized():
+    """With int8, every candidate (the dense layer and each cover) is timed as the quantizer
+    makes it; the choices say so and the cache keys keep int8 and fp32 times apart."""
+    from relief_export.onnx.quantize import quantize
+
+    made = []
+
+    def recording(model, samples):
+        made.append(samples.shape)
+        return quantize(model, samples)
+
+    exported = to_onnx(masked(Chain()), torch.randn(2, 16, 4, 4))
+    compute = SparseCompute((Setting(2, 1),), int8=("int8", recording))
+    compute(exported)
+    timed = [c for c in compute.choices if c.ms_dense]
+    assert timed and len(made) == sum(1 + len(c.ms_candidates) for c in timed)
+    assert all("(int8)" in c.why for c in timed)
+    assert all(key.startswith("int8|") for key, _ in compute.timer.cache)
+    assert all(shape[0] == 8 for shape in made)  # CALIBRATION_SAMPLES random inputs
+
+
+def test_the_fastest_cover_is_chosen_coarser_or_not(monkeypatch):
+    """c2 of Chain (4 hidden groups): the finest cover (4 blocks) and the 2-block one are
+    timed against dense (faked: dense 10 ms, 2 blocks 6 ms, any other cover 9 ms); the one
+    of the smallest worst-case ratio wins, and the file computes the same function."""
+
+    def times(self, candidates, shape, dtype=None):
+        result = []
+        for key, _ in candidates:
+            blocks = sum(key.count(f"'{kind}')") for kind in ("all", "range", "gather"))
+            ms = 10.0 if blocks == 0 else 6.0 if blocks == 2 else 9.0
+            result.append({s: ms for s in self.settings})
+        return result
+
+    monkeypatch.setattr(timing_module.Timer, "times", times)
+    model = masked(Chain())
+    x = torch.randn(3, 16, 4, 4)
+    exported = to_onnx(model, x)
+    compute = SparseCompute((Setting(1, 1),))
+    compute(exported)
+    second = compute.choices[1]
+    assert set(second.ms_candidates) == {"4 blocks", "2 blocks"}
+    assert (second.chosen, second.blocks) == ("cover", 2)
+    assert second.ms_cover == {"batch 1, 1 thread(s)": 6.0}
+    assert "2 blocks measured fastest" in second.why
+    with torch.no_grad():
+        expected = model(x).numpy()
+    runtime, reference = run_both(exported, x.numpy())
+    assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5

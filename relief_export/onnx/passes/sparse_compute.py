@@ -6,7 +6,8 @@ mask is covered by dense blocks under a reordering of units and channels
 Slice or Gather of its channels, the layer's op on its weights, and the activation that
 followed the layer; a Concat of the blocks. The units' new order is absorbed by the next
 layer's weight where that layer alone reads them (``sparse.order``), else a Gather restores
-it.
+it. Where a later block slices exactly some blocks back out of that Concat, it reads them
+directly (``read_parts``).
 
 A layer keeps its dense form unless its cover, timed in onnxruntime as a model of its own
 with the activation that follows it (``sparse.timing``), takes at most ``MARGIN`` of the
@@ -22,15 +23,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from ..sparse.build import Activation, Writer, channel_access
-from ..sparse.cover import Cover, find_cover
+from ..sparse.cover import Cover, coarser_covers, find_cover
 from ..sparse.layers import LAYER_KINDS, connection_mask, constant, known_sizes
 from ..sparse.order import ACTIVATIONS, absorber, permute_reader
 from ..sparse.timing import Setting, Timer, single_layer_model
+from .read_parts import ReadPartsDirectly
 
 MARGIN = 0.97  # the cover must take at most this fraction of the dense layer's time
+Quantizer = Callable[[onnx.ModelProto, np.ndarray], onnx.ModelProto]  # (model, samples)
+CALIBRATION_SAMPLES = 8  # random inputs that set a quantized candidate's ranges
 
 
 @dataclass
@@ -48,7 +53,8 @@ class LayerCompute:
     weight: str = ""  # the weight initializer's name (the module's parameter, from torch)
     macs_dense: int | None = None  # before compaction, where the caller knows it
     ms_dense: dict[str, float] = field(default_factory=dict)
-    ms_cover: dict[str, float] = field(default_factory=dict)
+    ms_cover: dict[str, float] = field(default_factory=dict)  # the fastest cover's
+    ms_candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # every cover's
     chosen: str = "dense"
     why: str = ""
 
@@ -78,13 +84,18 @@ class _Layer:
 class SparseCompute(ir.passes.InPlacePass):
     """``settings``: the (batch, threads) pairs timed; ``force="cover"`` skips the timing and
     applies every cover with fewer multiply-adds (for tests and experiments); ``progress``
-    hears one line per layer; ``cache_file``: times kept across exports (timing_cache)."""
+    hears one line per layer; ``cache_file``: times kept across exports (timing_cache);
+    ``int8``: (a name, the quantizer) when the file will be int8: the candidates are timed
+    as that quantizer makes them (the name tells their times apart in the cache)."""
 
     def __init__(self, settings: tuple[Setting, ...] = (Setting(1, 1), Setting(64, 1)),
                  max_blocks: int = 16, force: str | None = None,
                  progress: Callable[[str], None] | None = None,
-                 cache_file: Path | None = None):
+                 cache_file: Path | None = None,
+                 int8: tuple[str, Quantizer] | None = None):
         super().__init__()
+        self.precision = int8[0] if int8 is not None else "fp32"
+        self.quantizer: Quantizer | None = int8[1] if int8 is not None else None
         self.timer = Timer(settings, cache_file)
         self.max_blocks, self.force = max_blocks, force
         self.progress = progress or (lambda _: None)
@@ -102,39 +113,39 @@ class SparseCompute(ir.passes.InPlacePass):
                 self.progress(f"sparse compute: layer {index + 1}/{len(nodes)} "
                               f"({node.name}): cover search and timing")
                 modified |= self._layer(graph, layer, opset)
+        if modified:
+            ReadPartsDirectly()(model)
         self.timer.save()
         return ir.passes.PassResult(model, modified)
 
     def _layer(self, graph: ir.Graph, layer: _Layer, opset: int) -> bool:
-        cover = find_cover(connection_mask(layer.weight), self.max_blocks)
-        positions = _positions(layer.node)
-        taps = math.prod(layer.weight.shape[2:])
+        mask = connection_mask(layer.weight)
+        finest = find_cover(mask, self.max_blocks)
         reader = absorber(layer.output)
-        identity_order = cover.output_order == tuple(range(layer.weight.shape[0]))
-        record = LayerCompute(str(layer.node.name), layer.node.op_type, list(layer.weight.shape),
-                              int(layer.weight.size) * positions, cover.macs * taps * positions,
-                              int(np.count_nonzero(layer.weight)) * positions, len(cover.blocks),
-                              "none" if identity_order else
-                              "absorbed" if reader is not None else "gather",
-                              str(getattr(layer.node.inputs[1], "name", "")))
+        record = self._record(layer, finest, reader is not None)
         self.choices.append(record)
-        if cover.fraction >= 1.0 or len(cover.blocks) == 1:
+        if finest.fraction >= 1.0 or len(finest.blocks) == 1:
             record.why = "no cover with fewer multiply-adds"
             return False
-        restore = record.reorder == "gather"
-        if restore and _meets_residual(layer.output):
-            record.why = ("its output meets a residual add, which onnxruntime fuses into the "
-                          "dense layer")
+        covers = [c for c in [finest, *coarser_covers(finest)] if c.fraction < 1.0]
+        if reader is None and _meets_residual(layer.output):
+            covers = [c for c in covers if _identity(c)]
+            if not covers:
+                record.why = ("its output meets a residual add, which onnxruntime fuses into "
+                              "the dense layer")
+                return False
+        cover = self._fastest(record, layer, covers, opset, reader is None)
+        if cover is None:
             return False
-        if not self._faster(record, layer, cover, opset, restore):
-            return False
+        self._describe(record, layer, cover, reader is not None)
+        restore = reader is None and not _identity(cover)
         writer = Writer(graph, layer.node, str(layer.node.name or "layer").strip("/"))
         x = layer.node.inputs[0]
         assert x is not None
         output = writer.covered(layer.node.op_type, x, layer.weight, layer.bias,
                                 LAYER_KINDS[layer.node.op_type].attributes(layer.node),
                                 layer.applied(), cover, restore)
-        if reader is not None and not identity_order:
+        if reader is not None and not _identity(cover):
             permute_reader(reader, cover.output_order)
         _replace(layer.output, output)
         unread = [v for old in (layer.activation, layer.node) if old is not None
@@ -148,11 +159,30 @@ class SparseCompute(ir.passes.InPlacePass):
         record.chosen = "cover"
         return True
 
-    def _faster(self, record: LayerCompute, layer: _Layer, cover: Cover, opset: int,
-                restore: bool) -> bool:
+    def _record(self, layer: _Layer, cover: Cover, absorbed: bool) -> LayerCompute:
+        positions = _positions(layer.node)
+        record = LayerCompute(str(layer.node.name), layer.node.op_type, list(layer.weight.shape),
+                              int(layer.weight.size) * positions, 0,
+                              int(np.count_nonzero(layer.weight)) * positions, 0, "",
+                              str(getattr(layer.node.inputs[1], "name", "")))
+        self._describe(record, layer, cover, absorbed)
+        return record
+
+    @staticmethod
+    def _describe(record: LayerCompute, layer: _Layer, cover: Cover, absorbed: bool) -> None:
+        """The MACs, blocks and reorder of ``cover`` into ``record``."""
+        taps = math.prod(layer.weight.shape[2:])
+        record.macs_cover = cover.macs * taps * _positions(layer.node)
+        record.blocks = len(cover.blocks)
+        record.reorder = "none" if _identity(cover) else "absorbed" if absorbed else "gather"
+
+    def _fastest(self, record: LayerCompute, layer: _Layer, covers: list[Cover], opset: int,
+                 may_restore: bool) -> Cover | None:
+        """The cover of the smallest worst-case time ratio to the dense layer over the
+        settings, if that ratio is at most MARGIN (``force="cover"``: the finest)."""
         if self.force == "cover":
             record.why = "forced"
-            return True
+            return covers[0]
         op = layer.node.op_type
         attributes = LAYER_KINDS[op].attributes(layer.node)
 
@@ -160,27 +190,49 @@ class SparseCompute(ir.passes.InPlacePass):
             return Writer(graph, None, "dense").layer(op, x, layer.weight, layer.bias,
                                                       attributes, layer.applied(), "layer")
 
-        def covered(graph: ir.Graph, x: ir.Value) -> ir.Value:
-            return Writer(graph, None, "cover").covered(op, x, layer.weight, layer.bias,
-                                                        attributes, layer.applied(), cover,
-                                                        restore)
+        def covered(cover: Cover) -> Callable[[ir.Graph, ir.Value], ir.Value]:
+            restore = may_restore and not _identity(cover)
+            return lambda graph, x: Writer(graph, None, "cover").covered(
+                op, x, layer.weight, layer.bias, attributes, layer.applied(), cover, restore)
 
         after = layer.activation.op_type if layer.activation is not None else ""
-        key = f"{op}|{sorted(attributes.items())}|{layer.shape}|{list(layer.weight.shape)}|{after}"
-        sizes = [(len(b.rows), len(b.cols), channel_access(b.cols, layer.weight.shape[1]))
-                 for b in cover.blocks]
-        dense_ms, cover_ms = self.timer.times(
-            [(key, single_layer_model(dense, layer.shape, opset)),
-             (f"{key}|{sizes}|{restore}", single_layer_model(covered, layer.shape, opset))],
-            layer.shape)
+        key = f"{self.precision}|{op}|{sorted(attributes.items())}|{layer.shape}|" \
+              f"{list(layer.weight.shape)}|{after}"
+        candidates = [(key, self._candidate(dense, layer.shape, opset))]
+        for cover in covers:
+            sizes = [(len(b.rows), len(b.cols), channel_access(b.cols, layer.weight.shape[1]))
+                     for b in cover.blocks]
+            restore = may_restore and not _identity(cover)
+            candidates.append((f"{key}|{sizes}|{restore}",
+                               self._candidate(covered(cover), layer.shape, opset)))
+        dense_ms, *cover_ms = self.timer.times(candidates, layer.shape)
+        ratios = [max(ms[s] / dense_ms[s] for s in dense_ms) for ms in cover_ms]
+        best = int(np.argmin(ratios))
         record.ms_dense = {s.label: round(ms, 4) for s, ms in dense_ms.items()}
-        record.ms_cover = {s.label: round(ms, 4) for s, ms in cover_ms.items()}
-        slower = [s for s in dense_ms if cover_ms[s] > MARGIN * dense_ms[s]]
-        if slower:
-            record.why = "dense measured faster at " + ", ".join(s.label for s in slower)
-            return False
-        record.why = "cover measured faster at every setting"
-        return True
+        record.ms_cover = {s.label: round(ms, 4) for s, ms in cover_ms[best].items()}
+        record.ms_candidates = {f"{len(c.blocks)} blocks": {s.label: round(v, 4)
+                                                           for s, v in ms.items()}
+                                for c, ms in zip(covers, cover_ms, strict=True)}
+        self._describe(record, layer, covers[best], not may_restore)
+        if ratios[best] > MARGIN:
+            slower = [s.label for s in dense_ms if cover_ms[best][s] > MARGIN * dense_ms[s]]
+            record.why = f"dense measured faster ({self.precision}) at " + ", ".join(slower)
+            return None
+        record.why = (f"cover of {len(covers[best].blocks)} blocks measured fastest "
+                      f"({self.precision}), faster than dense at every setting")
+        return covers[best]
+
+    def _candidate(self, build: Callable[[ir.Graph, ir.Value], ir.Value],
+                   shape: list[int], opset: int) -> Callable[[], ir.Model]:
+        """The candidate model, built (and in int8 quantized) only if it must be timed."""
+        def make() -> ir.Model:
+            model = single_layer_model(build, shape, opset)
+            if self.quantizer is None:
+                return model
+            samples = np.random.default_rng(0).standard_normal(
+                [CALIBRATION_SAMPLES, *shape[1:]]).astype(np.float32)
+            return ir.serde.deserialize_model(self.quantizer(ir.to_proto(model), samples))
+        return make
 
 
 def _read(node: ir.Node) -> _Layer | None:
@@ -215,6 +267,10 @@ def _meets_residual(value: ir.Value) -> bool:
         v is not value and v is not None and constant(v) is None for v in use.node.inputs)
         for use in value.uses())
 
+
+
+def _identity(cover: Cover) -> bool:
+    return cover.output_order == tuple(range(len(cover.output_order)))
 
 
 def _positions(node: ir.Node) -> int:

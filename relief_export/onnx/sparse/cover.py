@@ -73,6 +73,35 @@ def find_cover(mask: np.ndarray, max_blocks: int = 16, seed: int = 0) -> Cover:
     return min(candidates.values(), key=lambda c: (c.cost, len(c.blocks)))
 
 
+def coarser_covers(cover: Cover) -> list[Cover]:
+    """Coarser covers from ``cover``: its blocks merged pairwise (the pair whose union adds
+    the fewest multiply-adds first) to ceil(k / 2), ceil(k / 4), ... blocks, down to 2. A
+    merged block lists its parts' units part by part, so a later layer that read the parts
+    as channel ranges still does. Fewer, larger blocks do more multiply-adds but can run
+    faster (small blocks use the vector units poorly, int8 ones most)."""
+    blocks = list(cover.blocks)
+    coarser = []
+    count = (len(blocks) + 1) // 2
+    while len(blocks) > 2:
+        while len(blocks) > count:
+            _, a, b = min((_added(blocks[a], blocks[b]), a, b)
+                          for a in range(len(blocks)) for b in range(a + 1, len(blocks)))
+            blocks[a] = Block(blocks[a].rows + blocks[b].rows,
+                              tuple(sorted({*blocks[a].cols, *blocks[b].cols})))
+            del blocks[b]
+        coarser.append(Cover(tuple(blocks), cover.shape))
+        count = (count + 1) // 2
+    return coarser
+
+
+def _added(a: Block, b: Block) -> int:
+    """The multiply-adds merging blocks ``a`` and ``b`` adds: |R_a u R_b| |C_a u C_b| -
+    |R_a| |C_a| - |R_b| |C_b|."""
+    union = len({*a.cols, *b.cols})
+    return (len(a.rows) + len(b.rows)) * union - len(a.rows) * len(a.cols) - \
+        len(b.rows) * len(b.cols)
+
+
 def candidate_covers(mask: np.ndarray, max_blocks: int = 16, seed: int = 0
                      ) -> dict[str, Cover]:
     """Every search's cover by name: "one block", "components", "spectral k=K"."""

@@ -52,15 +52,21 @@ class Timer:
             stored = load_cache(self.cache_file, machine_key(ROUNDS))
             self.cache.update({(key, Setting(b, t)): ms for (key, b, t), ms in stored.items()})
 
-    def times(self, candidates: Sequence[tuple[str, ir.Model]], input_shape: Sequence[int],
-              dtype: type = np.float32) -> list[dict[Setting, float]]:
-        """Per candidate (key, single-input model), its milliseconds per setting."""
+    def times(self, candidates: Sequence[tuple[str, Callable[[], ir.Model]]],
+              input_shape: Sequence[int], dtype: type = np.float32
+              ) -> list[dict[Setting, float]]:
+        """Per candidate (key, maker of its single-input model, called only when the key is
+        not cached), its milliseconds per setting."""
         result: list[dict[Setting, float]] = [{} for _ in candidates]
+        made: dict[int, ir.Model] = {}
         for setting in self.settings:
             missing = [i for i, (key, _) in enumerate(candidates)
                        if (key, setting) not in self.cache]
+            for i in missing:
+                if i not in made:
+                    made[i] = candidates[i][1]()
             if missing:
-                measured = _interleaved([candidates[i][1] for i in missing],
+                measured = _interleaved([made[i] for i in missing],
                                         [setting.batch, *input_shape[1:]], setting.threads,
                                         dtype)
                 self.timed += len(missing)
