@@ -56,6 +56,19 @@ class Residual(nn.Module):
         return self.c3(self.c2(y * torch.sigmoid(y)) + x)
 
 
+class Tokens(nn.Module):
+    """Linears on [batch, 6 tokens, 16]: torch writes MatMul + Add (channels on the last
+    axis); a's units pass a GELU (decomposed: a Gather restores them), b's a ReLU into c,
+    whose weight rows absorb them."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 8)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(nn.functional.gelu(self.a(x)))))
+
+
 class Flattened(nn.Module):
     """conv -> flatten -> linear: the linear's columns move in blocks of H * W."""
 
@@ -107,6 +120,29 @@ def test_forced_covers_compute_the_same_function(build, orders):
     assert all(n.domain in ("", "ai.onnx") for n in exported.graph)
     read = {v.name for n in exported.graph for v in n.inputs if v is not None}
     assert set(exported.graph.initializers) <= read  # the replaced weights are gone
+
+
+def test_matmul_layers_are_covered_on_the_last_axis():
+    model = masked(Tokens())
+    x = torch.randn(3, 6, 16)
+    exported = to_onnx(model, x)
+    assert [n.op_type for n in exported.graph].count("MatMul") == 3
+    compute = SparseCompute(force="cover")
+    compute(exported)
+    a, b, c = compute.choices
+    assert (a.op, a.chosen, a.reorder) == ("MatMul", "cover", "gather")
+    assert (b.op, b.chosen, b.reorder) == ("MatMul", "cover", "absorbed")
+    assert c.chosen == "dense"  # 8 units reading all of b's 4 groups: no cheaper cover
+    # MACs per sample by hand: 6 token positions x 32 units x 16 inputs
+    assert a.macs_compacted == 6 * 32 * 16 and b.macs_compacted == 6 * 32 * 32
+    nonzero = int(np.count_nonzero(model.b.weight.detach().numpy()))
+    assert b.macs_nonzero == 6 * nonzero and b.macs_cover < b.macs_compacted
+    ops = [n.op_type for n in exported.graph]
+    assert ops.count("MatMul") == a.blocks + b.blocks + 1
+    with torch.no_grad():
+        expected = model(x).numpy()
+    runtime, reference = run_both(exported, x.numpy())
+    assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5
 
 
 def test_a_layer_feeding_a_residual_add_stays_dense():

@@ -68,10 +68,16 @@ class _Layer:
     bias: np.ndarray | None
     shape: list[int]  # the input's, batch 1
     activation: ir.Node | None  # a per-element op that alone reads the layer's output
+    bias_add: ir.Node | None = None  # a MatMul's bias
 
     @property
     def output(self) -> ir.Value:
-        return (self.activation or self.node).outputs[0]
+        return (self.activation or self.bias_add or self.node).outputs[0]
+
+    @property
+    def nodes(self) -> list[ir.Node]:
+        """The nodes the covered form replaces, last first."""
+        return [n for n in (self.activation, self.bias_add, self.node) if n is not None]
 
     def applied(self) -> Activation | None:
         if self.activation is None:
@@ -121,7 +127,8 @@ class SparseCompute(ir.passes.InPlacePass):
     def _layer(self, graph: ir.Graph, layer: _Layer, opset: int) -> bool:
         mask = connection_mask(layer.weight)
         finest = find_cover(mask, self.max_blocks)
-        reader = absorber(layer.output)
+        kind = LAYER_KINDS[layer.node.op_type]
+        reader = absorber(layer.output, kind.channel_axis)
         record = self._record(layer, finest, reader is not None)
         self.choices.append(record)
         if finest.fraction >= 1.0 or len(finest.blocks) == 1:
@@ -148,11 +155,9 @@ class SparseCompute(ir.passes.InPlacePass):
         if reader is not None and not _identity(cover):
             permute_reader(reader, cover.output_order)
         _replace(layer.output, output)
-        unread = [v for old in (layer.activation, layer.node) if old is not None
-                  for v in old.inputs[1:] if v is not None]
-        for old in (layer.activation, layer.node):
-            if old is not None:
-                graph.remove(old, safe=True)
+        unread = [v for old in layer.nodes for v in old.inputs[1:] if v is not None]
+        for old in layer.nodes:
+            graph.remove(old, safe=True)
         for value in unread:  # the layer's own weights, now in its blocks
             if not value.uses() and value.name in graph.initializers:
                 graph.initializers.pop(str(value.name))
@@ -237,18 +242,39 @@ class SparseCompute(ir.passes.InPlacePass):
 
 def _read(node: ir.Node) -> _Layer | None:
     """The layer at ``node`` if it is one sparse compute can rewrite."""
-    if node.op_type not in LAYER_KINDS or not LAYER_KINDS[node.op_type].eligible(node) or \
-            len(node.inputs) < 2:
+    kind = LAYER_KINDS.get(node.op_type)
+    if kind is None or not kind.eligible(node) or len(node.inputs) < 2:
         return None
-    weight = constant(node.inputs[1])
-    bias_value = node.inputs[2] if len(node.inputs) > 2 else None
-    bias = constant(bias_value)
+    stored = constant(node.inputs[1])
     source = node.inputs[0]
     rest = known_sizes(source.shape, 1) if source is not None else None
-    if weight is None or weight.dtype != np.float32 or not rest or \
-            (bias_value is not None and bias is None):
+    if stored is None or stored.dtype != np.float32 or not rest:
         return None
-    return _Layer(node, weight, bias, [1, *rest], _activation_after(node.outputs[0]))
+    weight = kind.units_first(stored)
+    bias_add = None if kind.bias_input else _bias_add(node.outputs[0], weight.shape[0])
+    bias_value = node.inputs[2] if len(node.inputs) > 2 else \
+        bias_add.inputs[1] if bias_add is not None else None
+    bias = constant(bias_value)
+    if bias_value is not None and bias is None:
+        return None
+    after = (bias_add or node).outputs[0]
+    return _Layer(node, weight, None if bias is None else bias.reshape(-1), [1, *rest],
+                  _activation_after(after), bias_add)
+
+
+def _bias_add(value: ir.Value, units: int) -> ir.Node | None:
+    """The Add that alone reads ``value`` and adds a constant vector of ``units`` on its
+    last axis (value + b)."""
+    if value.is_graph_output() or len(value.uses()) != 1:
+        return None
+    reader = next(iter(value.uses())).node
+    if reader.op_type != "Add" or len(reader.inputs) != 2 or reader.inputs[0] is not value:
+        return None
+    bias = constant(reader.inputs[1])
+    if bias is None or bias.dtype != np.float32 or bias.shape[-1:] != (units,) or \
+            bias.size != units or (value.shape is not None and bias.ndim > len(value.shape)):
+        return None
+    return reader
 
 
 def _activation_after(value: ir.Value) -> ir.Node | None:
@@ -274,9 +300,14 @@ def _identity(cover: Cover) -> bool:
 
 
 def _positions(node: ir.Node) -> int:
-    """Output positions per sample (1 for a Gemm, or where unknown)."""
-    spatial = known_sizes(node.outputs[0].shape, 2)
-    return math.prod(spatial) if spatial else 1
+    """Output positions per sample: the output's sizes but the batch and the channel axis
+    (1 for a Gemm, or where unknown)."""
+    sizes = known_sizes(node.outputs[0].shape, 1)  # without the batch axis
+    if not sizes:
+        return 1
+    axis = LAYER_KINDS[node.op_type].channel_axis
+    del sizes[axis - 1 if axis > 0 else axis]
+    return math.prod(sizes)
 
 
 def _replace(old: ir.Value, new: ir.Value) -> None:

@@ -1,9 +1,10 @@
 """Writing a layer's dense or covered form into an ``onnx_ir`` graph.
 
 Block g: its input channels C_g (the input itself when C_g is every channel in order, a Slice
-of a contiguous range, else a Gather on axis 1), the layer's op on W[R_g][:, C_g] and
-b[R_g], then the activation that followed the layer (applied per block, so onnxruntime fuses
-it into each block as it did into the layer); the blocks' outputs are concatenated on axis 1,
+of a contiguous range, else a Gather on the layer's channel axis), the layer's op on
+W[R_g][:, C_g] and b[R_g] (weights units first; a MatMul's bias is an Add), then the
+activation that followed the layer (applied per block, so onnxruntime fuses it into each
+block as it did into the layer); the blocks' outputs are concatenated on the channel axis,
 and ``restore`` adds the Gather that puts the units back in their order.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 import onnx_ir as ir
 
 from .cover import Block, Cover
+from .layers import LAYER_KINDS
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,16 @@ class Writer:
     def layer(self, op: str, x: ir.Value, weight: np.ndarray, bias: np.ndarray | None,
               attributes: dict[str, Any], activation: Activation | None, suffix: str
               ) -> ir.Value:
-        inputs = [x, self.initializer(f"{suffix}_weight", weight)]
-        if bias is not None:
+        """The layer ``op`` on x (``weight`` units first, [O, I, ...]), its bias, then the
+        activation."""
+        kind = LAYER_KINDS[op]
+        inputs = [x, self.initializer(f"{suffix}_weight", kind.stored(weight))]
+        if bias is not None and kind.bias_input:
             inputs.append(self.initializer(f"{suffix}_bias", bias))
         y = self.node(op, inputs, attributes, suffix)
+        if bias is not None and not kind.bias_input:
+            y = self.node("Add", [y, self.initializer(f"{suffix}_bias", bias)], {},
+                          f"{suffix}_add")
         if activation is None:
             return y
         return self.node(activation.op, [y, *activation.constants], activation.attributes,
@@ -77,20 +85,22 @@ class Writer:
     def covered(self, op: str, x: ir.Value, weight: np.ndarray, bias: np.ndarray | None,
                 attributes: dict[str, Any], activation: Activation | None, cover: Cover,
                 restore: bool) -> ir.Value:
-        outputs = [self.layer(op, self.channels(x, block, weight.shape[1], g),
+        axis = LAYER_KINDS[op].channel_axis
+        outputs = [self.layer(op, self.channels(x, block, weight.shape[1], g, axis),
                               weight[np.array(block.rows)][:, np.array(block.cols)],
                               None if bias is None else bias[np.array(block.rows)],
                               attributes, activation, f"block{g}")
                    for g, block in enumerate(cover.blocks)]
-        joined = self.node("Concat", list(outputs), {"axis": 1}, "concat")
+        joined = self.node("Concat", list(outputs), {"axis": axis}, "concat")
         if not restore:
             return joined
         inverse = np.argsort(np.array(cover.output_order)).astype(np.int64)
-        return self.node("Gather", [joined, self.initializer("order", inverse)], {"axis": 1},
-                         "order")
+        return self.node("Gather", [joined, self.initializer("order", inverse)],
+                         {"axis": axis}, "order")
 
-    def channels(self, x: ir.Value, block: Block, width: int, g: int) -> ir.Value:
-        """x's channels ``block.cols`` on axis 1: x itself, a Slice of a range, or a Gather."""
+    def channels(self, x: ir.Value, block: Block, width: int, g: int, axis: int) -> ir.Value:
+        """x's channels ``block.cols`` on ``axis``: x itself, a Slice of a range, or a
+        Gather."""
         cols = block.cols
         kind = channel_access(cols, width)
         if kind == "all":
@@ -98,10 +108,10 @@ class Writer:
         if kind == "range":
             bounds = [self.initializer(f"block{g}_{part}", np.array([value], np.int64))
                       for part, value in (("start", cols[0]), ("end", cols[-1] + 1),
-                                          ("axis", 1))]
+                                          ("axis", axis))]
             return self.node("Slice", [x, *bounds], {}, f"block{g}_in")
         index = self.initializer(f"block{g}_channels", np.array(cols, np.int64))
-        return self.node("Gather", [x, index], {"axis": 1}, f"block{g}_in")
+        return self.node("Gather", [x, index], {"axis": axis}, f"block{g}_in")
 
 
 def channel_access(cols: tuple[int, ...], width: int) -> str:

@@ -3,7 +3,9 @@ connection mask from the weight, cut a block's weight, and write a block as the 
 
 Conv (group 1, any kernel): W [O, I, *kernel], a connection is a nonzero kernel slice
 W[o, i]. Gemm (transA 0, transB 1, alpha = beta = 1): W [O, I]. Both read channels on axis 1
-and write units on axis 1, so a block is the same op on the block's input channels.
+and write units on axis 1. MatMul with a constant 2-d W [I, O] (a Linear on [..., I], its bias
+a separate Add) reads and writes the last axis; its weight is handled as W^T [O, I]. A block
+is the same op on the block's input channels.
 """
 
 from __future__ import annotations
@@ -19,10 +21,27 @@ import onnx_ir as ir
 @dataclass(frozen=True)
 class LayerKind:
     """``eligible(node)`` says the node is this kind in the form we rewrite; ``attributes``
-    are copied to every block."""
+    are copied to every block; ``channel_axis``: the axis of the input it reads and of the
+    output it writes (1, or -1 for the last); ``input_axis``: the stored weight's axis of
+    input channels (its units-first form [O, I, ...] swaps it with 0 when it is 0);
+    ``bias_input``: the bias is the op's third input, else an Add of it follows the op."""
 
     eligible: Callable[[ir.Node], bool]
     attributes: Callable[[ir.Node], dict[str, Any]]
+    channel_axis: int = 1
+    input_axis: int = 1
+    bias_input: bool = True  # the bias is the op's third input (else an Add after it)
+
+    def units_first(self, stored: np.ndarray) -> np.ndarray:
+        """The stored weight as [O, I, *kernel] (the stored one as [I, O] transposed)."""
+        return stored.T if self.input_axis == 0 else stored
+
+    def stored(self, units_first: np.ndarray) -> np.ndarray:
+        return units_first.T if self.input_axis == 0 else units_first
+
+    def reads_axis(self, axis: int, rank: int) -> bool:
+        """Whether this kind reads channels on ``axis`` of an input of ``rank`` axes."""
+        return rank >= 2 and self.channel_axis % rank == axis % rank
 
 
 def _attribute(node: ir.Node, name: str, default: Any) -> Any:
@@ -40,6 +59,13 @@ def _gemm_eligible(node: ir.Node) -> bool:
         _attribute(node, "alpha", 1.0) == 1.0 and _attribute(node, "beta", 1.0) == 1.0
 
 
+def _matmul_eligible(node: ir.Node) -> bool:
+    weight = constant(node.inputs[1]) if len(node.inputs) == 2 else None
+    source = node.inputs[0]
+    return weight is not None and weight.ndim == 2 and source is not None and \
+        source.shape is not None and len(source.shape) >= 2
+
+
 def _copied(node: ir.Node) -> dict[str, Any]:
     return {name: attribute.value for name, attribute in node.attributes.items()}
 
@@ -47,6 +73,8 @@ def _copied(node: ir.Node) -> dict[str, Any]:
 LAYER_KINDS: dict[str, LayerKind] = {
     "Conv": LayerKind(_conv_eligible, _copied),
     "Gemm": LayerKind(_gemm_eligible, _copied),
+    "MatMul": LayerKind(_matmul_eligible, _copied, channel_axis=-1, input_axis=0,
+                        bias_input=False),
 }
 
 
@@ -62,10 +90,13 @@ def constant(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy()
 
 
-def absorbable_weight(node: ir.Node, value: ir.Value) -> ir.Value | None:
+def absorbable_weight(node: ir.Node, value: ir.Value, axis: int) -> ir.Value | None:
     """The weight of ``node`` if it is a layer of ``LAYER_KINDS`` reading ``value`` as its
-    input, with a constant weight only it reads (so its input axis can be permuted)."""
-    if node.op_type not in LAYER_KINDS or not LAYER_KINDS[node.op_type].eligible(node) or \
+    input, channels on ``axis``, with a constant weight only it reads (so its input axis can
+    be permuted)."""
+    kind = LAYER_KINDS.get(node.op_type)
+    rank = len(value.shape) if value.shape is not None else 0
+    if kind is None or not kind.eligible(node) or not kind.reads_axis(axis, rank) or \
             node.inputs[0] is not value or len(node.inputs) < 2:
         return None
     weight = node.inputs[1]

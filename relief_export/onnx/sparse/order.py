@@ -1,8 +1,9 @@
 """The order of a covered layer's units (the blocks' concatenation) is free when they flow
-only through per-channel ops (activations, pooling, dropout, spatial means) into one layer
-that alone reads them: that layer's weight columns are permuted to match,
-W'[:, j] = W[:, order[j]] (after a flatten of [C, *spatial], blocks of S = prod(spatial)
-columns move together)."""
+only through per-channel ops (activations, pooling, dropout, spatial means; on the last axis
+only per-element ones) into one layer that alone reads them on that axis: that layer's
+weight is permuted along its input channels to match, W'[:, j] = W[:, order[j]] (rows of a
+MatMul's [I, O]; after a flatten of [C, *spatial], blocks of S = prod(spatial) columns move
+together)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from .layers import absorbable_weight, constant, known_sizes
+from .layers import LAYER_KINDS, absorbable_weight, constant, known_sizes
 
 PER_CHANNEL_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu",
                    "Selu", "Softplus", "Gelu", "Clip", "MaxPool", "AveragePool",
@@ -20,6 +21,7 @@ PER_CHANNEL_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSig
 # per-element ops a block can apply itself (onnxruntime fuses them into a Conv / Gemm)
 ACTIVATIONS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu",
                "Selu", "Softplus", "Gelu", "Clip"}
+PER_ELEMENT_OPS = ACTIVATIONS | {"Dropout", "Identity"}
 
 
 @dataclass(frozen=True)
@@ -29,29 +31,37 @@ class Absorber:
 
     weight: ir.Value
     block: int
+    input_axis: int  # the weight's axis of input channels
 
 
-def absorber(value: ir.Value) -> Absorber | None:
-    """Follow ``value`` through per-channel ops (each the one reader of the value before it)
-    to a layer that alone reads it, possibly after a flatten of the channels with what
-    follows them (Flatten on axis 1, or a Reshape to [batch, C * S])."""
+def absorber(value: ir.Value, axis: int = 1) -> Absorber | None:
+    """Follow ``value`` (channels on ``axis``: 1, or -1 for the last) through per-channel
+    ops (each the one reader of the value before it) to a layer that alone reads it on that
+    axis, possibly after a flatten of the channels with what follows them (Flatten on axis
+    1, or a Reshape to [batch, C * S])."""
     block = 1
     while not value.is_graph_output() and len(value.uses()) == 1:
         reader = next(iter(value.uses())).node
         if reader.inputs[0] is not value:
             return None
-        if _per_channel(reader):
+        if _per_channel(reader) if axis == 1 else _per_element(reader):
             value = reader.outputs[0]
             continue
-        flattened = _flattened_block(reader) if block == 1 else None
+        flattened = _flattened_block(reader) if block == 1 and axis == 1 else None
         if flattened is not None:
             block, value = flattened, reader.outputs[0]
             continue
-        weight = absorbable_weight(reader, value)
-        if weight is None or (block > 1 and reader.op_type != "Gemm"):
+        weight = absorbable_weight(reader, value, axis if block == 1 else 1)
+        if weight is None:
             return None
-        return Absorber(weight, block)
+        return Absorber(weight, block, LAYER_KINDS[reader.op_type].input_axis)
     return None
+
+
+def _per_element(node: ir.Node) -> bool:
+    """An op that maps each element on its own, its other inputs constants."""
+    return node.op_type in PER_ELEMENT_OPS and \
+        all(constant(v) is not None for v in node.inputs[1:] if v is not None)
 
 
 def _per_channel(node: ir.Node) -> bool:
@@ -86,9 +96,9 @@ def _flattened_block(node: ir.Node) -> int | None:
 
 
 def permute_reader(absorber: Absorber, order: tuple[int, ...]) -> None:
-    """W'[:, j] = W[:, order[j]] (in blocks of ``absorber.block`` columns)."""
+    """W'[:, j] = W[:, order[j]] along the input channels (in blocks of ``absorber.block``)."""
     weight = constant(absorber.weight)
     assert weight is not None
     blocks = np.array(order)[:, None] * absorber.block + np.arange(absorber.block)[None, :]
-    permuted = np.take(weight, blocks.reshape(-1), axis=1)
+    permuted = np.take(weight, blocks.reshape(-1), axis=absorber.input_axis)
     absorber.weight.const_value = ir.tensor(np.ascontiguousarray(permuted))
