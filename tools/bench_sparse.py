@@ -19,9 +19,14 @@ what was chosen.
 Targets (issue "Sparse compute"): VGG-16 hidden groups auto >= 3.0x dense at batch 64 and
 >= 2.5x at batch 1; NNrelief-like masks auto / off >= 0.97 at both batch sizes.
 
+With --families: instead, every model family of relief_export.bench.families (hand-written
+ones and, where transformers is installed, Hugging Face ones) under its "l1 90%" masks, dense
+vs off vs auto at batch 1 and 64 (token ids for BERT): the target there is auto / off >= 0.97.
+
 Usage: .venv/bin/python tools/bench_sparse.py [--runs 3] [--models vgg16,resnet56|all] [--int8]
        [--layers]
        [--masks "hidden groups,NNrelief-like"] [--json F]
+       .venv/bin/python tools/bench_sparse.py --families [--runs 3]
 """
 
 from __future__ import annotations
@@ -36,12 +41,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import torch
 
 from relief_export import models
+from relief_export.bench.families import FAMILIES, available
+from relief_export.bench.families import masked as family_masked
 from relief_export.bench.masks import hidden_group_masks, relief_like_masks
+from relief_export.onnx.sparse.timing import interleaved_ms
 from relief_export.pipeline import export_onnx
+from relief_export.runtime.seeded import random_like
 from relief_export.table import format_table
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -81,10 +91,15 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--layers", action="store_true",
                         help="also print, per model, what sparse compute saw in each layer")
+    parser.add_argument("--families", action="store_true",
+                        help="time every model family under l1 90%% masks instead")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"onnxruntime {onnxruntime.__version__}, load {os.getloadavg()[0]:.2f}")
+    if args.families:
+        families(args.runs)
+        return
     rows, records = [], []
     with tempfile.TemporaryDirectory() as temp:
         for arch in models.names() if args.models == "all" else args.models.split(","):
@@ -114,6 +129,52 @@ def main() -> None:
     print(f"load after: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(records, indent=1))
+
+
+FAMILY_ROUNDS = {1: 40, 64: 8}
+
+
+def families(runs: int) -> None:
+    """Every available family under l1 90% masks: dense, off and auto timed interleaved."""
+    rows = []
+    with tempfile.TemporaryDirectory() as temp:
+        for name, family in FAMILIES.items():
+            if not available(family):
+                print(f"{name}: skipped (needs {family.needs})")
+                continue
+            model, inputs = family_masked(name, "l1 90%")
+            files = {kind: Path(temp) / f"{kind}.onnx" for kind in ("dense", "off", "auto")}
+            export_onnx(model, files["off"], example_inputs=inputs, align=1,
+                        dense_out=files["dense"])
+            auto = export_onnx(model, files["auto"], example_inputs=inputs, align=1,
+                               sparse_compute="auto")
+            chosen = sum(layer["chosen"] == "cover" for layer in auto.sparse_compute)
+            print(f"{name}: sparse compute chose blocks for {chosen} of "
+                  f"{len(auto.sparse_compute)} layers")
+            for batch, rounds in FAMILY_ROUNDS.items():
+                ms = _family_ms(files, inputs, batch, rounds, runs)
+                rows.append([name, batch, f"{ms['dense']:.3f}", f"{ms['off']:.3f}",
+                             f"{ms['auto']:.3f}", f"{ms['dense'] / ms['off']:.2f}x",
+                             f"{ms['dense'] / ms['auto']:.2f}x",
+                             f"{ms['off'] / ms['auto']:.2f}x"])
+    print(format_table(["family", "batch", "dense ms", "off ms", "auto ms", "off vs dense",
+                        "auto vs dense", "auto vs off"], rows))
+    print(f"load after: {os.getloadavg()[0]:.2f}")
+
+
+def _family_ms(files: dict[str, Path], inputs: tuple[torch.Tensor, ...], batch: int,
+               rounds: int, runs: int) -> dict[str, float]:
+    """The median over ``runs`` of each file's median ms (interleaved, 1 thread)."""
+    generator = torch.Generator().manual_seed(0)
+    arrays = [random_like(x, batch, generator, "normal").numpy() for x in inputs]
+    feeds = []
+    for path in files.values():
+        graph = onnx.load(path).graph
+        names = [v.name for v in graph.input if v.name not in {i.name for i in graph.initializer}]
+        feeds.append(dict(zip(names, arrays, strict=True)))
+    blobs = [path.read_bytes() for path in files.values()]
+    per_run = [interleaved_ms(blobs, feeds, 1, rounds) for _ in range(runs)]
+    return {kind: float(np.median([run[i] for run in per_run])) for i, kind in enumerate(files)}
 
 
 def layer_table(layers: list[dict]) -> str:

@@ -49,6 +49,7 @@ FIGURES: dict[str, list[str]] = {
     "blocks": [PYTHON, "tools/bench_blocks.py"],
     "sparse_zoo": [PYTHON, "tools/bench_sparse.py", "--models", "all", "--masks",
                    "NNrelief-like", "--runs", "2"],
+    "sparse_families": [PYTHON, "tools/bench_sparse.py", "--families", "--runs", "2"],
 }
 DEMO_PICTURES = ("accuracy_vs_weights.png", "latency.png", "lenet300_100_before_after.png")
 BLOCK = re.compile(r"(<!-- figures:(?P<name>\w+) -->\n).*?(<!-- /figures:(?P=name) -->)",

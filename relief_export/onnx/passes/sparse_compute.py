@@ -150,8 +150,7 @@ class SparseCompute(ir.passes.InPlacePass):
         x = layer.node.inputs[0]
         assert x is not None
         output = writer.covered(layer.node.op_type, x, layer.weight, layer.bias,
-                                LAYER_KINDS[layer.node.op_type].attributes(layer.node),
-                                layer.applied(), cover, restore)
+                                kind.attributes(layer.node), layer.applied(), cover, restore)
         if reader is not None and not _identity(cover):
             permute_reader(reader, cover.output_order)
         _replace(layer.output, output)
@@ -202,7 +201,7 @@ class SparseCompute(ir.passes.InPlacePass):
 
         after = layer.activation.op_type if layer.activation is not None else ""
         key = f"{self.precision}|{op}|{sorted(attributes.items())}|{layer.shape}|" \
-              f"{list(layer.weight.shape)}|{after}"
+              f"{list(layer.weight.shape)}|bias {layer.bias is not None}|{after}"
         candidates = [(key, self._candidate(dense, layer.shape, opset))]
         for cover in covers:
             sizes = [(len(b.rows), len(b.cols), channel_access(b.cols, layer.weight.shape[1]))
