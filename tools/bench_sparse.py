@@ -3,7 +3,9 @@
 Models (random weights, no data set needed): VGG-16 and ResNet-56 with
 - hidden groups: each layer's units and channels drawn into 8 groups, a connection kept only
   inside its group, under random channel orders (relief_export.bench.masks.hidden_group_masks);
-- NNrelief-like masks as they are (relief_export.bench.masks.relief_like_masks).
+- NNrelief-like masks as they are (relief_export.bench.masks.relief_like_masks);
+- with --masks "blocked NNrelief-like": 4 hidden groups, then NNrelief-like masks inside
+  them (the structure prune --blocks 4 leaves).
 
   dense      the masked model exported densely by torch.onnx
   off        relief-export MODEL --out X.onnx --sparse-compute off (compaction alone)
@@ -57,8 +59,16 @@ from relief_export.table import format_table
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_suite import latency
 
+def _blocked_relief_like(model: torch.nn.Module) -> None:
+    """What prune --blocks 4 leaves, without data: 4 hidden groups, then NNrelief-like masks
+    (10% of the weights, a quarter of the units dead) inside them."""
+    hidden_group_masks(model, groups=4, seed=0)
+    relief_like_masks(model, seed=0)
+
+
 MASKS = {"hidden groups": lambda m: hidden_group_masks(m, groups=8, seed=0),
-         "NNrelief-like": lambda m: relief_like_masks(m, seed=0)}
+         "NNrelief-like": lambda m: relief_like_masks(m, seed=0),
+         "blocked NNrelief-like": _blocked_relief_like}
 
 
 def build(arch: str, masks: str, folder: Path, int8: bool) -> tuple[dict[str, Path], dict]:
@@ -87,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--models", default="vgg16,resnet56")
-    parser.add_argument("--masks", default=",".join(MASKS))
+    parser.add_argument("--masks", default="hidden groups,NNrelief-like")
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--layers", action="store_true",
                         help="also print, per model, what sparse compute saw in each layer")

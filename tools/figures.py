@@ -50,6 +50,8 @@ FIGURES: dict[str, list[str]] = {
     "sparse_zoo": [PYTHON, "tools/bench_sparse.py", "--models", "all", "--masks",
                    "NNrelief-like", "--runs", "2"],
     "sparse_families": [PYTHON, "tools/bench_sparse.py", "--families", "--runs", "2"],
+    "sparse_blocked": [PYTHON, "tools/bench_sparse.py", "--masks", "blocked NNrelief-like",
+                       "--int8"],
 }
 DEMO_PICTURES = ("accuracy_vs_weights.png", "latency.png", "lenet300_100_before_after.png")
 BLOCK = re.compile(r"(<!-- figures:(?P<name>\w+) -->\n).*?(<!-- /figures:(?P=name) -->)",

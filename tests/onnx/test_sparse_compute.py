@@ -456,3 +456,14 @@ def test_the_fastest_cover_is_chosen_coarser_or_not(monkeypatch):
         expected = model(x).numpy()
     runtime, reference = run_both(exported, x.numpy())
     assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5
+
+
+def test_an_activation_with_computed_constants_is_timed(tmp_path):
+    """ReLU6 is a Clip whose bounds torch computes with Cast nodes: the single-layer
+    candidates carry the bounds as initializers of their own; the export verifies."""
+    model, inputs = family_masked("inverted residual (depthwise, ReLU6)", "l1 90%")
+    report = rx.export_onnx(model, tmp_path / "m.onnx", example_inputs=inputs, align=1,
+                            sparse_compute="auto", tune_batches=[2])
+    timed = [layer for layer in report.sparse_compute if layer["ms_dense"]]
+    assert timed and report.max_relative_error is not None
+    assert report.max_relative_error <= 1e-4

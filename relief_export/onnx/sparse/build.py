@@ -79,8 +79,22 @@ class Writer:
                           f"{suffix}_add")
         if activation is None:
             return y
-        return self.node(activation.op, [y, *activation.constants], activation.attributes,
+        constants = [self.local(v, f"{suffix}_{activation.op.lower()}_{i}")
+                     for i, v in enumerate(activation.constants)]
+        return self.node(activation.op, [y, *constants], activation.attributes,
                          f"{suffix}_{activation.op.lower()}")
+
+    def local(self, value: ir.Value | None, suffix: str) -> ir.Value | None:
+        """``value`` if this graph has it (an initializer or a node's output), else an
+        initializer of its constant (a candidate model holds only the layer's nodes)."""
+        if value is None:
+            return None
+        producer = value.producer()
+        if (producer is not None and producer.graph is self.graph) or \
+                self.graph.initializers.get(str(value.name)) is value:
+            return value
+        assert value.const_value is not None, f"{value.name} is not a constant"
+        return self.initializer(suffix, value.const_value.numpy())
 
     def covered(self, op: str, x: ir.Value, weight: np.ndarray, bias: np.ndarray | None,
                 attributes: dict[str, Any], activation: Activation | None, cover: Cover,
