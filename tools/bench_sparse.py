@@ -59,6 +59,7 @@ from relief_export.table import format_table
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_suite import latency
 
+
 def _blocked_relief_like(model: torch.nn.Module) -> None:
     """What prune --blocks 4 leaves, without data: 4 hidden groups, then NNrelief-like masks
     (10% of the weights, a quarter of the units dead) inside them."""
@@ -83,14 +84,16 @@ def build(arch: str, masks: str, folder: Path, int8: bool) -> tuple[dict[str, Pa
     start = time.perf_counter()
     auto = export_onnx(model, files["auto"], input_shape=shape, sparse_compute="auto")
     seconds = time.perf_counter() - start
+    int8_layers = []
     if int8:
         quantized = {"int8": True, "calib_synthetic": True, "accept_accuracy_drop": 100.0}
         for mode in ("off", "auto"):
             files[f"{mode} int8"] = Path(f"{stem}-{mode}-int8.onnx")
-            export_onnx(model, files[f"{mode} int8"], input_shape=shape, sparse_compute=mode,
-                        **quantized)
+            report = export_onnx(model, files[f"{mode} int8"], input_shape=shape,
+                                 sparse_compute=mode, **quantized)
+            int8_layers = report.sparse_compute or int8_layers
     return files, {"seconds": seconds, "layers": auto.sparse_compute,
-                   "whole_model_ms": auto.sparse_whole_model_ms}
+                   "whole_model_ms": auto.sparse_whole_model_ms, "int8 layers": int8_layers}
 
 
 def main() -> None:
@@ -133,6 +136,10 @@ def main() -> None:
                 if args.layers:
                     print(f"{arch} / {masks}, per layer (--sparse-compute auto):")
                     print(layer_table(auto["layers"]))
+                if args.layers and auto["int8 layers"]:
+                    print(f"{arch} / {masks}, per layer (--sparse-compute auto --int8; ms of "
+                          "each candidate timed quantized):")
+                    print(candidate_table(auto["int8 layers"]))
     int8_columns = ["off int8 vs dense", "auto int8 vs dense"] if args.int8 else []
     print(format_table(["model", "masks", "batch", "dense ms", "off ms", "auto ms",
                         "off vs dense", "auto vs dense", "auto vs off", *int8_columns], rows))
@@ -141,7 +148,7 @@ def main() -> None:
         args.json.write_text(json.dumps(records, indent=1))
 
 
-FAMILY_ROUNDS = {1: 40, 64: 8}
+FAMILY_ROUNDS = {1: 100, 64: 20}
 
 
 def families(runs: int) -> None:
@@ -154,9 +161,8 @@ def families(runs: int) -> None:
                 continue
             model, inputs = family_masked(name, "l1 90%")
             files = {kind: Path(temp) / f"{kind}.onnx" for kind in ("dense", "off", "auto")}
-            export_onnx(model, files["off"], example_inputs=inputs, align=1,
-                        dense_out=files["dense"])
-            auto = export_onnx(model, files["auto"], example_inputs=inputs, align=1,
+            export_onnx(model, files["off"], example_inputs=inputs, dense_out=files["dense"])
+            auto = export_onnx(model, files["auto"], example_inputs=inputs,
                                sparse_compute="auto")
             chosen = sum(layer["chosen"] == "cover" for layer in auto.sparse_compute)
             print(f"{name}: sparse compute chose blocks for {chosen} of "
@@ -195,6 +201,16 @@ def layer_table(layers: list[dict]) -> str:
           f"{layer['macs_cover']:,}", f"{layer['macs_nonzero']:,}", layer["blocks"],
           layer["reorder"], _ms(layer["ms_dense"]), _ms(layer["ms_cover"]),
           f"{layer['chosen']}: {layer['why']}"] for layer in layers])
+
+
+def candidate_table(layers: list[dict]) -> str:
+    """Per timed layer: dense and every cover's ms per setting, and the choice."""
+    rows = [[layer["name"], "x".join(map(str, layer["shape"])), _ms(layer["ms_dense"]),
+             "; ".join(f"{name}: {_ms(ms)}" for name, ms in layer["ms_candidates"].items()),
+             layer["chosen"] + (f" ({layer['blocks']} blocks)" if layer["chosen"] == "cover"
+                                else "")]
+            for layer in layers if layer["ms_dense"]]
+    return format_table(["layer", "shape", "ms dense", "ms of each cover", "chosen"], rows)
 
 
 def _ms(times: dict[str, float]) -> str:

@@ -50,6 +50,7 @@ FIGURES: dict[str, list[str]] = {
     "sparse_zoo": [PYTHON, "tools/bench_sparse.py", "--models", "all", "--masks",
                    "NNrelief-like", "--runs", "2"],
     "sparse_families": [PYTHON, "tools/bench_sparse.py", "--families", "--runs", "2"],
+    "small_blocks": [PYTHON, "tools/bench_small_blocks.py"],
     "sparse_blocked": [PYTHON, "tools/bench_sparse.py", "--masks", "blocked NNrelief-like",
                        "--int8"],
 }

@@ -53,7 +53,7 @@ def tune_cache_file(settings: tuple[Setting, ...], path: str | Path | None) -> P
     return target
 
 
-WHOLE_MODEL_ROUNDS = 5
+WHOLE_MODEL_ROUNDS = 15
 WHOLE_MODEL_MARGIN = 0.98  # with covers, the model must take at most this of its time without
 
 
