@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from relief_export.onnx.sparse.cover import BLOCK_OVERHEAD, Block, Cover, coarser_covers, find_cover
+from relief_export.onnx.sparse.cover import (
+    BLOCK_OVERHEAD,
+    Block,
+    Cover,
+    coarser_covers,
+    find_cover,
+    one_block,
+)
 
 
 def covers_exactly(mask: np.ndarray, cover: Cover) -> bool:
@@ -102,3 +109,11 @@ def test_coarser_covers_merge_the_cheapest_pair_first():
     assert two.blocks == (Block((0, 1, 2, 3), (0, 1, 2)), Block((4, 5), (5,)))
     assert two.macs == 4 * 3 + 2 * 1
     assert coarser_covers(Cover(two.blocks, (6, 6))) == []
+
+
+def test_one_block_reads_only_what_some_unit_reads():
+    mask = np.zeros((3, 6), dtype=bool)
+    mask[0, 1] = mask[1, 4] = mask[2, 1] = True  # inputs 0, 2, 3, 5 unread
+    [block] = one_block(mask).blocks
+    assert block == Block((0, 1, 2), (1, 4))
+    assert one_block(mask).macs == 3 * 2 and one_block(mask).output_order == (0, 1, 2)

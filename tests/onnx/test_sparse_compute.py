@@ -467,3 +467,32 @@ def test_an_activation_with_computed_constants_is_timed(tmp_path):
     timed = [layer for layer in report.sparse_compute if layer["ms_dense"]]
     assert timed and report.max_relative_error is not None
     assert report.max_relative_error <= 1e-4
+
+
+def test_inputs_no_unit_reads_are_left_out_by_one_block():
+    """A network input's features can't be compacted away: a first layer that reads 5 of its
+    20 inputs (1, 4, 7, 10, 13, no block structure) is one block of all 8 units over those 5
+    (a Gather), 8 x 5 MACs instead of 8 x 20."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        keep = torch.zeros(20, dtype=torch.bool)
+        keep[[1, 4, 7, 10, 13]] = True
+        model[0].weight[:, ~keep] = 0
+    x = torch.randn(4, 20)
+    exported = to_onnx(model, x)
+    compute = SparseCompute(force="cover")
+    compute(exported)
+    first = compute.choices[0]
+    assert (first.chosen, first.blocks, first.reorder) == ("cover", 1, "none")
+    assert (first.macs_compacted, first.macs_cover) == (8 * 20, 8 * 5)
+    gathers = [n for n in exported.graph if n.op_type == "Gather"]
+    assert [list(constant_of(n.inputs[1])) for n in gathers] == [[1, 4, 7, 10, 13]]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    runtime, reference = run_both(exported, x.numpy())
+    assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5
+
+
+def constant_of(value):
+    return value.const_value.numpy()

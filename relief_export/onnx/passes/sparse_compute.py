@@ -27,7 +27,7 @@ import onnx
 import onnx_ir as ir
 
 from ..sparse.build import Activation, Writer, channel_access
-from ..sparse.cover import Cover, coarser_covers, find_cover
+from ..sparse.cover import Cover, coarser_covers, find_cover, one_block
 from ..sparse.layers import LAYER_KINDS, connection_mask, constant, known_sizes
 from ..sparse.order import ACTIVATIONS, absorber, permute_reader
 from ..sparse.timing import Setting, Timer, single_layer_model
@@ -131,10 +131,12 @@ class SparseCompute(ir.passes.InPlacePass):
         reader = absorber(layer.output, kind.channel_axis)
         record = self._record(layer, finest, reader is not None)
         self.choices.append(record)
-        if finest.fraction >= 1.0 or len(finest.blocks) == 1:
+        if finest.fraction >= 1.0:
             record.why = "no cover with fewer multiply-adds"
             return False
-        covers = [c for c in [finest, *coarser_covers(finest)] if c.fraction < 1.0]
+        whole = one_block(mask)
+        covers = [c for c in [finest, *coarser_covers(finest), whole]
+                  if c.fraction < 1.0 and (c is whole or len(c.blocks) > 1)]
         if reader is None and _meets_residual(layer.output):
             covers = [c for c in covers if _identity(c)]
             if not covers:
@@ -214,15 +216,14 @@ class SparseCompute(ir.passes.InPlacePass):
         best = int(np.argmin(ratios))
         record.ms_dense = {s.label: round(ms, 4) for s, ms in dense_ms.items()}
         record.ms_cover = {s.label: round(ms, 4) for s, ms in cover_ms[best].items()}
-        record.ms_candidates = {f"{len(c.blocks)} blocks": {s.label: round(v, 4)
-                                                           for s, v in ms.items()}
+        record.ms_candidates = {_blocks(c): {s.label: round(v, 4) for s, v in ms.items()}
                                 for c, ms in zip(covers, cover_ms, strict=True)}
         self._describe(record, layer, covers[best], not may_restore)
         if ratios[best] > MARGIN:
             slower = [s.label for s in dense_ms if cover_ms[best][s] > MARGIN * dense_ms[s]]
             record.why = f"dense measured faster ({self.precision}) at " + ", ".join(slower)
             return None
-        record.why = (f"cover of {len(covers[best].blocks)} blocks measured fastest "
+        record.why = (f"cover of {_blocks(covers[best])} measured fastest "
                       f"({self.precision}), faster than dense at every setting")
         return covers[best]
 
@@ -292,6 +293,10 @@ def _meets_residual(value: ir.Value) -> bool:
         v is not value and v is not None and constant(v) is None for v in use.node.inputs)
         for use in value.uses())
 
+
+
+def _blocks(cover: Cover) -> str:
+    return "1 block" if len(cover.blocks) == 1 else f"{len(cover.blocks)} blocks"
 
 
 def _identity(cover: Cover) -> bool:

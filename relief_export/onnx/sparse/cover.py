@@ -73,6 +73,13 @@ def find_cover(mask: np.ndarray, max_blocks: int = 16, seed: int = 0) -> Cover:
     return min(candidates.values(), key=lambda c: (c.cost, len(c.blocks)))
 
 
+def one_block(mask: np.ndarray) -> Cover:
+    """Every unit, in order, from the inputs any unit reads: cheaper than the layer when some
+    inputs are read by none (a network input's unread features, which compaction cannot
+    remove)."""
+    return _cover(np.asarray(mask, dtype=bool), np.zeros(mask.shape[0], dtype=np.int64))
+
+
 def coarser_covers(cover: Cover) -> list[Cover]:
     """Coarser covers from ``cover``: its blocks merged pairwise (the pair whose union adds
     the fewest multiply-adds first) to ceil(k / 2), ceil(k / 4), ... blocks, down to 2. A
