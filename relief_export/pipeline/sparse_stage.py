@@ -54,6 +54,7 @@ def tune_cache_file(settings: tuple[Setting, ...], path: str | Path | None) -> P
 
 
 WHOLE_MODEL_ROUNDS = 15
+WHOLE_MODEL_MIN_MS = 500.0  # and at least this long per model: batch-1 runs are short
 WHOLE_MODEL_MARGIN = 0.98  # with covers, the model must take at most this of its time without
 
 
@@ -63,7 +64,8 @@ def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
                          cache_file: Path | None = None, int8_reduce_range: bool | None = None
                          ) -> tuple[ir.Model, dict[str, Any]]:
     """Covers chosen layer by layer, then the whole model timed with and without them at
-    every setting (interleaved, median of ``WHOLE_MODEL_ROUNDS``); the covers stay only if
+    every setting (interleaved, median of ``WHOLE_MODEL_ROUNDS`` rounds or of
+    ``WHOLE_MODEL_MIN_MS`` of runs, whichever is more); the covers stay only if
     the model with them takes at most ``WHOLE_MODEL_MARGIN`` of the time without them at
     every setting (a gain beyond timing noise). ``dense_macs``: per layer (module)
     name, its MACs per sample before compaction (matched to a layer by its weight's name);
@@ -110,7 +112,8 @@ def slower_settings(without: onnx.ModelProto, with_covers: onnx.ModelProto,
                 for name, x in zip(names, examples, strict=True)}
         off_ms, auto_ms = interleaved_ms([without.SerializeToString(),
                                           with_covers.SerializeToString()],
-                                         [feed, feed], setting.threads, WHOLE_MODEL_ROUNDS)
+                                         [feed, feed], setting.threads, WHOLE_MODEL_ROUNDS,
+                                         WHOLE_MODEL_MIN_MS)
         times[prefix + setting.label] = {"off": round(off_ms, 4), "auto": round(auto_ms, 4)}
         if auto_ms > WHOLE_MODEL_MARGIN * off_ms:
             slower.append(prefix + setting.label)

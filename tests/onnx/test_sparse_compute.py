@@ -343,7 +343,7 @@ def test_covers_are_dropped_when_the_whole_model_is_slower(tmp_path, monkeypatch
 
     monkeypatch.setattr(stage, "SparseCompute", forced_covers)
     monkeypatch.setattr(stage, "interleaved_ms",
-                        lambda models, feeds, threads, rounds: [1.0, 2.0])
+                        lambda models, feeds, threads, rounds, min_ms=0.0: [1.0, 2.0])
     model = masked(Chain())
     report = rx.export_onnx(model, tmp_path / "m.onnx", input_shape=[1, 16, 4, 4],
                             sparse_compute="auto", tune_batches=[4], align=1)
@@ -369,7 +369,7 @@ def test_every_cover_is_exact_on_the_families(name, tmp_path, monkeypatch):
     if not available(family):
         pytest.skip(f"needs {family.needs}")
     monkeypatch.setattr(stage, "SparseCompute", forced_covers)
-    monkeypatch.setattr(stage, "interleaved_ms", lambda models, feeds, threads, rounds:
+    monkeypatch.setattr(stage, "interleaved_ms", lambda models, feeds, threads, rounds, min_ms=0.0:
                         [2.0, 1.0])
     model, inputs = family_masked(name, "l1 90%")
     report = rx.export_onnx(model, tmp_path / "m.onnx", example_inputs=inputs, align=1,
@@ -392,7 +392,7 @@ def test_int8_keeps_the_covers_only_where_they_stay_faster(tmp_path, monkeypatch
     answers = iter([int8_times])
     monkeypatch.setattr(stage, "SparseCompute", forced_covers)
     monkeypatch.setattr(stage, "interleaved_ms",
-                        lambda models, feeds, threads, rounds: next(answers))
+                        lambda models, feeds, threads, rounds, min_ms=0.0: next(answers))
     report = rx.export_onnx(masked(Chain()), tmp_path / "m.onnx", input_shape=[1, 16, 4, 4],
                             sparse_compute="auto", tune_batches=[4], align=1, int8=True,
                             calib_synthetic=True, int8_layers="all",
@@ -496,3 +496,24 @@ def test_inputs_no_unit_reads_are_left_out_by_one_block():
 
 def constant_of(value):
     return value.const_value.numpy()
+
+
+def test_short_runs_are_timed_for_at_least_min_ms(monkeypatch):
+    """Runs of about 2 ms with min_ms = 40: about 20 rounds instead of the 3 asked for, the
+    warm-up rounds apart; without min_ms, the 3."""
+    import time
+
+    runs = []
+
+    class TwoMilliseconds:
+        def run(self, outputs, feed):
+            runs.append(1)
+            time.sleep(0.002)
+
+    monkeypatch.setattr(timing_module, "session", lambda model, threads: TwoMilliseconds())
+    feeds = [{"x": np.zeros(1, np.float32)}]
+    timing_module.interleaved_ms([b""], feeds, 1, 3)
+    assert len(runs) == timing_module.WARMUP + 3
+    runs.clear()
+    [median] = timing_module.interleaved_ms([b""], feeds, 1, 3, min_ms=40.0)
+    assert 12 <= len(runs) - timing_module.WARMUP <= 21 and median >= 2.0

@@ -10,6 +10,7 @@ cache file (``timing_cache``) the times outlive the export.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from .timing_cache import load_cache, machine_key, save_cache
 
 ROUNDS = 7
 WARMUP = 2
+MAX_ROUNDS = 400
 
 
 @dataclass(frozen=True)
@@ -92,13 +94,18 @@ def _interleaved(models: list[ir.Model], shape: list[int], threads: int, dtype: 
 
 
 def interleaved_ms(models: Sequence[bytes], feeds: Sequence[dict[str, np.ndarray]],
-                   threads: int, rounds: int) -> list[float]:
+                   threads: int, rounds: int, min_ms: float = 0.0) -> list[float]:
     """Median milliseconds per run of each model on its feeds, timed round-robin after
-    ``WARMUP`` untimed rounds."""
+    ``WARMUP`` untimed rounds: ``rounds`` rounds, or more (up to ``MAX_ROUNDS``) so that the
+    slowest model runs for at least ``min_ms`` in all (short runs are noisy)."""
     sessions = [session(m, threads=threads) for m in models]
+    slowest = 0.0
     for s, feed in zip(sessions, feeds, strict=True):
         for _ in range(WARMUP):
+            start = time.perf_counter()
             s.run(None, feed)
+        slowest = max(slowest, (time.perf_counter() - start) * 1000)
+    rounds = min(max(rounds, math.ceil(min_ms / max(slowest, 1e-3))), max(rounds, MAX_ROUNDS))
     times: list[list[float]] = [[] for _ in sessions]
     for _ in range(rounds):
         for i, (s, feed) in enumerate(zip(sessions, feeds, strict=True)):
