@@ -18,6 +18,8 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass, ShapeInferencePass
 
+from ..sparse.build import Writer
+from ..sparse.cover import Block
 from ..sparse.layers import constant
 from ..sparse.order import PER_CHANNEL_OPS
 
@@ -95,23 +97,19 @@ def _shares_read(node: ir.Node, offsets: list[int]) -> list[tuple[int, int, int]
 def _move_onto_parts(graph: ir.Graph, node: ir.Node) -> None:
     concat = node.inputs[0].producer() if node.inputs[0] is not None else None
     assert concat is not None
+    writer = Writer(graph, node, _base(node))
     attributes = {key: attr.value for key, attr in node.attributes.items()}
-    parts = []
-    for index, part in enumerate(concat.inputs):
-        moved = ir.node(node.op_type, [part, *node.inputs[1:]], attributes,
-                        name=_fresh(graph, f"{_base(node)}_part{index}"))
-        graph.insert_before(node, moved)
-        parts.append(moved.outputs[0])
-    joined = ir.node("Concat", parts, {"axis": 1}, name=_fresh(graph, f"{_base(node)}_concat"))
-    graph.insert_before(node, joined)
+    parts = [writer.node(node.op_type, [part, *node.inputs[1:]], attributes, f"part{index}")
+             for index, part in enumerate(concat.inputs)]
+    joined = writer.node("Concat", parts, {"axis": 1}, "concat")
     result = node.outputs[0]
     assert result.shape is not None
     for part, output in zip(concat.inputs, parts, strict=True):
         dims: list[int | ir.SymbolicDim | None] = list(result.shape)
         dims[1] = _channels(part)
         output.shape, output.type = ir.Shape(dims), result.type
-    joined.outputs[0].shape, joined.outputs[0].type = result.shape, result.type
-    result.replace_all_uses_with(joined.outputs[0])
+    joined.shape, joined.type = result.shape, result.type
+    result.replace_all_uses_with(joined)
     graph.remove(node, safe=True)
     graph.remove(concat, safe=True)
 
@@ -122,16 +120,15 @@ def _read_parts(graph: ir.Graph, node: ir.Node) -> bool:
     shares = _shares_read(node, offsets) if concat is not None else None
     if concat is None or shares is None:
         return False
+    writer = Writer(graph, node, _base(node))
     pieces = []
-    for index, low, high in shares:
+    for index, low, high in shares:  # the part itself, or a Slice of it
         part = concat.inputs[index]
         assert part is not None
-        pieces.append(_channel_slice(graph, node, part, low, high,
-                                     offsets[index + 1] - offsets[index],
-                                     f"{_base(node)}_part{index}_{low}"))
-    joined = f"{_base(node)}_parts"
-    replacement = pieces[0] if len(pieces) == 1 else _inserted(
-        graph, node, ir.node("Concat", pieces, {"axis": 1}, name=_fresh(graph, joined)))
+        pieces.append(writer.channels(part, Block((), tuple(range(low, high))),
+                                      offsets[index + 1] - offsets[index], index, 1))
+    replacement = pieces[0] if len(pieces) == 1 else \
+        writer.node("Concat", pieces, {"axis": 1}, "parts")
     node.outputs[0].replace_all_uses_with(replacement)
     graph.remove(node, safe=True)
     return True
@@ -142,26 +139,6 @@ def _shares(offsets: list[int], start: int, end: int) -> list[tuple[int, int, in
     return [(k, max(start, low) - low, min(end, high) - low)
             for k, (low, high) in enumerate(pairwise(offsets))
             if max(start, low) < min(end, high)]
-
-
-def _channel_slice(graph: ir.Graph, before: ir.Node, part: ir.Value, start: int, end: int,
-                   channels: int, name: str) -> ir.Value:
-    """Channels [start, end) of ``part`` (of ``channels``): the part itself, or a Slice."""
-    if (start, end) == (0, channels):
-        return part
-    bounds = []
-    for suffix, value in (("start", start), ("end", end), ("axis", 1)):
-        bound = ir.Value(name=_fresh(graph, f"{name}_{suffix}"), shape=ir.Shape([1]),
-                         type=ir.TensorType(ir.DataType.INT64),
-                         const_value=ir.tensor(np.array([value], np.int64)))
-        graph.register_initializer(bound)
-        bounds.append(bound)
-    return _inserted(graph, before, ir.node("Slice", [part, *bounds], name=_fresh(graph, name)))
-
-
-def _inserted(graph: ir.Graph, before: ir.Node, node: ir.Node) -> ir.Value:
-    graph.insert_before(before, node)
-    return node.outputs[0]
 
 
 def _channel_runs(node: ir.Node) -> list[tuple[int, int]] | None:
@@ -185,14 +162,3 @@ def _channel_runs(node: ir.Node) -> list[tuple[int, int]] | None:
 
 def _base(node: ir.Node) -> str:
     return str(node.name or node.outputs[0].name or node.op_type)
-
-
-def _fresh(graph: ir.Graph, base: str) -> str:
-    """``base``, or ``base_K``, not yet a node's, a value's or an initializer's name."""
-    taken = {n.name for n in graph} | set(graph.initializers) | \
-        {v.name for n in graph for v in n.outputs} | {v.name for v in graph.inputs}
-    name, index = base, 0
-    while name in taken:
-        index += 1
-        name = f"{base}_{index}"
-    return name

@@ -196,8 +196,7 @@ class SparseCompute(ir.passes.InPlacePass):
             return Writer(graph, None, "dense").layer(op, x, layer.weight, layer.bias,
                                                       attributes, layer.applied(), "layer")
 
-        def covered(cover: Cover) -> Callable[[ir.Graph, ir.Value], ir.Value]:
-            restore = may_restore and not _identity(cover)
+        def covered(cover: Cover, restore: bool) -> Callable[[ir.Graph, ir.Value], ir.Value]:
             return lambda graph, x: Writer(graph, None, "cover").covered(
                 op, x, layer.weight, layer.bias, attributes, layer.applied(), cover, restore)
 
@@ -210,7 +209,7 @@ class SparseCompute(ir.passes.InPlacePass):
                      for b in cover.blocks]
             restore = may_restore and not _identity(cover)
             candidates.append((f"{key}|{sizes}|{restore}",
-                               self._candidate(covered(cover), layer.shape, opset)))
+                               self._candidate(covered(cover, restore), layer.shape, opset)))
         dense_ms, *cover_ms = self.timer.times(candidates, layer.shape)
         ratios = [max(ms[s] / dense_ms[s] for s in dense_ms) for ms in cover_ms]
         best = int(np.argmin(ratios))

@@ -40,7 +40,8 @@ class Writer:
 
     def free_name(self, base: str) -> str:
         taken = set(self.graph.initializers) | {str(v.name) for v in self.graph.inputs} | \
-            {str(v.name) for n in self.graph for v in n.outputs}
+            {str(v.name) for n in self.graph for v in n.outputs} | \
+            {str(n.name) for n in self.graph}
         name, index = base, 0
         while name in taken:
             index += 1
