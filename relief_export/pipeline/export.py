@@ -46,8 +46,8 @@ from .examples import examples_for, real_inputs
 from .int8_stage import Int8Options, check_int8_inputs, int8_metadata, quantize_stage
 from .report import ExportReport
 from .sparse_stage import (
+    covers_rejected,
     drop_covers,
-    slower_settings,
     sparse_compute_stage,
     sparse_settings,
     tune_cache_file,
@@ -170,17 +170,15 @@ def _int8_with_or_without_covers(report: ExportReport, quantized: onnx.ModelProt
                                  tuning: tuple[Setting, ...],
                                  progress: Callable[[str], None] | None) -> onnx.ModelProto:
     """Covers chosen in fp32 can lose in int8: the model without them is quantized too, and
-    the covers stay only if the int8 model with them takes at most WHOLE_MODEL_MARGIN of its
-    time without them at every setting."""
+    the covers stay only if the int8 model with them passes ``covers_rejected``."""
     alternative = replace(report, notes=list(report.notes))
     uncovered = quantize_stage(alternative, sparse["without_covers"], loaded,
                                list(examples[0].shape), options, progress)
-    slower = slower_settings(uncovered, quantized, tuning, examples,
-                             report.sparse_whole_model_ms, "int8, ")
-    if not slower:
+    rejected = covers_rejected(uncovered, quantized, tuning, examples,
+                               report.sparse_whole_model_ms, "int8, ")
+    if rejected is None:
         return quantized
-    drop_covers(sparse, "in int8 the whole model measured slower with the covers at " +
-                ", ".join(slower))
+    drop_covers(sparse, "in int8 " + rejected)
     report.int8, report.notes = alternative.int8, alternative.notes
     return uncovered
 

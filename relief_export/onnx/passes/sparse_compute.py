@@ -9,10 +9,12 @@ layer's weight where that layer alone reads them (``sparse.order``), else a Gath
 it. Where a later block slices exactly some blocks back out of that Concat, it reads them
 directly (``read_parts``).
 
-A layer keeps its dense form unless its cover, timed in onnxruntime as a model of its own
-with the activation that follows it (``sparse.timing``), takes at most ``MARGIN`` of the
-dense time at every measured batch size and thread count. Every choice is recorded in
-``choices``.
+Before that, a layer that reads a flattened tensor through a box of it alone reads the box
+(``sparse.crop``). A layer keeps its dense form unless a cover, timed in onnxruntime as a
+model of its own with the activation that follows it (``sparse.timing``), takes at most
+``MARGIN`` of the dense time at some measured batch size and thread count and at most ``TIE``
+at every one; of those, the smallest geometric mean of the time ratios wins. Every choice is
+recorded in ``choices``.
 """
 
 from __future__ import annotations
@@ -27,13 +29,15 @@ import onnx
 import onnx_ir as ir
 
 from ..sparse.build import Activation, Writer, channel_access
-from ..sparse.cover import Cover, coarser_covers, find_cover, one_block
+from ..sparse.cover import Cover, coarser_covers, find_cover, one_block, ranged
+from ..sparse.crop import crop_unread_border
 from ..sparse.layers import LAYER_KINDS, connection_mask, constant, known_sizes
 from ..sparse.order import ACTIVATIONS, absorber, permute_reader
 from ..sparse.timing import Setting, Timer, single_layer_model
 from .read_parts import ReadPartsDirectly
 
-MARGIN = 0.97  # the cover must take at most this fraction of the dense layer's time
+MARGIN = 0.97  # a cover must take at most this fraction of the dense layer's time somewhere
+TIE = 1.0  # and at most this fraction at every setting
 Quantizer = Callable[[onnx.ModelProto, np.ndarray], onnx.ModelProto]  # (model, samples)
 CALIBRATION_SAMPLES = 8  # random inputs that set a quantized candidate's ranges
 
@@ -57,6 +61,7 @@ class LayerCompute:
     ms_candidates: dict[str, dict[str, float]] = field(default_factory=dict)  # every cover's
     chosen: str = "dense"
     why: str = ""
+    crop: str = ""  # the box of a flattened input the layer reads alone (sparse.crop)
 
 
 @dataclass
@@ -125,27 +130,35 @@ class SparseCompute(ir.passes.InPlacePass):
         return ir.passes.PassResult(model, modified)
 
     def _layer(self, graph: ir.Graph, layer: _Layer, opset: int) -> bool:
+        """Crop the layer's unread border, then cover it if that measures faster; whether
+        the graph changed."""
+        compacted = int(layer.weight.size) * _positions(layer.node)
+        crop = crop_unread_border(graph, layer.node)
+        if crop is not None:
+            cropped = _read(layer.node)
+            assert cropped is not None
+            layer = cropped
         mask = connection_mask(layer.weight)
         finest = find_cover(mask, self.max_blocks)
         kind = LAYER_KINDS[layer.node.op_type]
         reader = absorber(layer.output, kind.channel_axis)
         record = self._record(layer, finest, reader is not None)
+        record.macs_compacted = compacted
+        record.crop = "" if crop is None else crop.describe()
         self.choices.append(record)
         if finest.fraction >= 1.0:
             record.why = "no cover with fewer multiply-adds"
-            return False
-        whole = one_block(mask)
-        covers = [c for c in [finest, *coarser_covers(finest), whole]
-                  if c.fraction < 1.0 and (c is whole or len(c.blocks) > 1)]
+            return crop is not None
+        covers = _candidates(finest, one_block(mask))
         if reader is None and _meets_residual(layer.output):
-            covers = [c for c in covers if _identity(c)]
+            covers = [(label, c) for label, c in covers if _identity(c)]
             if not covers:
                 record.why = ("its output meets a residual add, which onnxruntime fuses into "
                               "the dense layer")
-                return False
+                return crop is not None
         cover = self._fastest(record, layer, covers, opset, reader is None)
         if cover is None:
-            return False
+            return crop is not None
         self._describe(record, layer, cover, reader is not None)
         restore = reader is None and not _identity(cover)
         writer = Writer(graph, layer.node, str(layer.node.name or "layer").strip("/"))
@@ -182,13 +195,13 @@ class SparseCompute(ir.passes.InPlacePass):
         record.blocks = len(cover.blocks)
         record.reorder = "none" if _identity(cover) else "absorbed" if absorbed else "gather"
 
-    def _fastest(self, record: LayerCompute, layer: _Layer, covers: list[Cover], opset: int,
-                 may_restore: bool) -> Cover | None:
+    def _fastest(self, record: LayerCompute, layer: _Layer, covers: list[tuple[str, Cover]],
+                 opset: int, may_restore: bool) -> Cover | None:
         """The cover of the smallest worst-case time ratio to the dense layer over the
         settings, if that ratio is at most MARGIN (``force="cover"``: the finest)."""
         if self.force == "cover":
             record.why = "forced"
-            return covers[0]
+            return covers[0][1]
         op = layer.node.op_type
         attributes = LAYER_KINDS[op].attributes(layer.node)
 
@@ -204,27 +217,30 @@ class SparseCompute(ir.passes.InPlacePass):
         key = f"{self.precision}|{op}|{sorted(attributes.items())}|{layer.shape}|" \
               f"{list(layer.weight.shape)}|bias {layer.bias is not None}|{after}"
         candidates = [(key, self._candidate(dense, layer.shape, opset))]
-        for cover in covers:
+        for _, cover in covers:
             sizes = [(len(b.rows), len(b.cols), channel_access(b.cols, layer.weight.shape[1]))
                      for b in cover.blocks]
             restore = may_restore and not _identity(cover)
             candidates.append((f"{key}|{sizes}|{restore}",
                                self._candidate(covered(cover, restore), layer.shape, opset)))
         dense_ms, *cover_ms = self.timer.times(candidates, layer.shape)
-        ratios = [max(ms[s] / dense_ms[s] for s in dense_ms) for ms in cover_ms]
-        best = int(np.argmin(ratios))
+        ratios = [[ms[s] / dense_ms[s] for s in dense_ms] for ms in cover_ms]
+        best = min(range(len(covers)), key=lambda i: (not _gains(ratios[i]),
+                                                      _geometric_mean(ratios[i])))
         record.ms_dense = {s.label: round(ms, 4) for s, ms in dense_ms.items()}
         record.ms_cover = {s.label: round(ms, 4) for s, ms in cover_ms[best].items()}
-        record.ms_candidates = {_blocks(c): {s.label: round(v, 4) for s, v in ms.items()}
-                                for c, ms in zip(covers, cover_ms, strict=True)}
-        self._describe(record, layer, covers[best], not may_restore)
-        if ratios[best] > MARGIN:
-            slower = [s.label for s in dense_ms if cover_ms[best][s] > MARGIN * dense_ms[s]]
-            record.why = f"dense measured faster ({self.precision}) at " + ", ".join(slower)
+        record.ms_candidates = {label: {s.label: round(v, 4) for s, v in ms.items()}
+                                for (label, _), ms in zip(covers, cover_ms, strict=True)}
+        label, cover = covers[best]
+        self._describe(record, layer, cover, not may_restore)
+        if not _gains(ratios[best]):
+            record.why = f"no cover measured faster ({self.precision}) than dense at some " \
+                         f"setting and not slower at any"
             return None
-        record.why = (f"cover of {_blocks(covers[best])} measured fastest "
-                      f"({self.precision}), faster than dense at every setting")
-        return covers[best]
+        faster = [s.label for s, r in zip(dense_ms, ratios[best], strict=True) if r <= MARGIN]
+        record.why = (f"cover of {label} measured fastest ({self.precision}): faster than "
+                      f"dense at {', '.join(faster)}, not slower at any setting")
+        return cover
 
     def _candidate(self, build: Callable[[ir.Graph, ir.Value], ir.Value],
                    shape: list[int], opset: int) -> Callable[[], ir.Model]:
@@ -292,6 +308,26 @@ def _meets_residual(value: ir.Value) -> bool:
         v is not value and v is not None and constant(v) is None for v in use.node.inputs)
         for use in value.uses())
 
+
+
+def _gains(ratios: list[float]) -> bool:
+    """Time ratios (cover / dense, one per setting) of a cover worth taking: at most MARGIN
+    at some setting, at most TIE at every one."""
+    return min(ratios) <= MARGIN and max(ratios) <= TIE
+
+
+def _geometric_mean(ratios: list[float]) -> float:
+    return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+
+
+def _candidates(finest: Cover, whole: Cover) -> list[tuple[str, Cover]]:
+    """The covers to time, by label: the finest, its coarser merges and one block, each also
+    ranged (its Gathers made Slices) where it gathers."""
+    covers = [c for c in [finest, *coarser_covers(finest), whole]
+              if c is whole or len(c.blocks) > 1]
+    labelled = [(_blocks(c), c) for c in covers]
+    labelled += [(f"{_blocks(c)} (ranges)", r) for c in covers if (r := ranged(c)) is not None]
+    return [(label, c) for label, c in labelled if c.fraction < 1.0]
 
 
 def _blocks(cover: Cover) -> str:

@@ -10,6 +10,7 @@ and ``restore`` adds the Gather that puts the units back in their order.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,12 +59,18 @@ class Writer:
 
     def node(self, op: str, inputs: Sequence[ir.Value | None], attributes: dict[str, Any],
              suffix: str) -> ir.Value:
-        node = ir.node(op, inputs, attributes, name=self.free_name(f"{self.name}_{suffix}"))
+        return self.nodes(op, inputs, attributes, suffix, 1)[0]
+
+    def nodes(self, op: str, inputs: Sequence[ir.Value | None], attributes: dict[str, Any],
+              suffix: str, outputs: int) -> Sequence[ir.Value]:
+        """A node of ``outputs`` outputs; its outputs."""
+        node = ir.node(op, inputs, attributes, num_outputs=outputs,
+                       name=self.free_name(f"{self.name}_{suffix}"))
         if self.before is None:
             self.graph.append(node)
         else:
             self.graph.insert_before(self.before, node)
-        return node.outputs[0]
+        return node.outputs
 
     def layer(self, op: str, x: ir.Value, weight: np.ndarray, bias: np.ndarray | None,
               attributes: dict[str, Any], activation: Activation | None, suffix: str
@@ -101,8 +108,8 @@ class Writer:
                 attributes: dict[str, Any], activation: Activation | None, cover: Cover,
                 restore: bool) -> ir.Value:
         axis = LAYER_KINDS[op].channel_axis
-        outputs = [self.layer(op, self.channels(x, block, weight.shape[1], g, axis),
-                              weight[np.array(block.rows)][:, np.array(block.cols)],
+        inputs = self.block_inputs(x, cover.blocks, weight.shape[1], axis)
+        outputs = [self.layer(op, inputs[g], weight[np.array(block.rows)][:, np.array(block.cols)],
                               None if bias is None else bias[np.array(block.rows)],
                               attributes, activation, f"block{g}")
                    for g, block in enumerate(cover.blocks)]
@@ -112,6 +119,21 @@ class Writer:
         inverse = np.argsort(np.array(cover.output_order)).astype(np.int64)
         return self.node("Gather", [joined, self.initializer("order", inverse)],
                          {"axis": axis}, "order")
+
+    def block_inputs(self, x: ir.Value, blocks: Sequence[Block], width: int, axis: int
+                     ) -> list[ir.Value]:
+        """Each block's input channels: one Split where two or more blocks read ranges that
+        do not overlap (the channels between them are split off unread), else ``channels``
+        per block."""
+        ranges = [(b.cols[0], b.cols[-1] + 1) for b in blocks]
+        distinct = sorted(set(ranges))
+        if len(blocks) < 2 or any(channel_access(b.cols, width) != "range" for b in blocks) or \
+                any(a[1] > b[0] for a, b in itertools.pairwise(distinct)):
+            return [self.channels(x, b, width, g, axis) for g, b in enumerate(blocks)]
+        cuts = sorted({0, width, *(edge for r in distinct for edge in r)})
+        pieces = self.nodes("Split", [x, self.initializer("split", np.diff(cuts))],
+                            {"axis": axis}, "split", len(cuts) - 1)
+        return [pieces[cuts.index(start)] for start, _ in ranges]
 
     def channels(self, x: ir.Value, block: Block, width: int, g: int, axis: int) -> ir.Value:
         """x's channels ``block.cols`` on ``axis``: x itself, a Slice of a range, or a

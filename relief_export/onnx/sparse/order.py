@@ -82,16 +82,22 @@ def _per_channel(node: ir.Node) -> bool:
 
 def _flattened_block(node: ir.Node) -> int | None:
     """S when ``node`` turns [batch, C, *spatial] into [batch, C * S] (S = prod(spatial))."""
+    dims = flattened_dims(node)
+    return None if dims is None else math.prod(dims[1:])
+
+
+def flattened_dims(node: ir.Node) -> list[int] | None:
+    """[C, *spatial] when ``node`` (a Flatten on axis 1 or a Reshape) turns [batch, C,
+    *spatial] into [batch, C * prod(spatial)]."""
     source, result = node.inputs[0], node.outputs[0]
     dims = known_sizes(source.shape, 1) if source is not None else None
     if dims is None or len(dims) < 2 or result.shape is None or len(result.shape) != 2 or \
             result.shape[1] != math.prod(dims):
         return None
     axis = node.attributes.get("axis")
-    if node.op_type == "Flatten" and (axis is None or axis.value == 1):
-        return math.prod(dims[1:])
-    if node.op_type == "Reshape":
-        return math.prod(dims[1:])
+    if (node.op_type == "Flatten" and (axis is None or axis.value == 1)) or \
+            node.op_type == "Reshape":
+        return dims
     return None
 
 

@@ -2,10 +2,11 @@
 a model of its own (the layer's input of the measured shape in, its output out).
 
 Each (candidate, batch size, thread count) is timed interleaved with the others of its layer:
-``ROUNDS`` rounds, each running every candidate once after a warm-up, and the median of the
-rounds is its time. Times are cached by the candidate's structure (op, attributes, input
-shape, block sizes): a network with repeated layer shapes is timed once per shape; with a
-cache file (``timing_cache``) the times outlive the export.
+``ROUNDS`` rounds (more, up to ``MAX_ROUNDS``, until each has run ``MIN_MS``), each running
+every candidate once after a warm-up, and the median of the rounds is its time. Times are
+cached by the candidate's structure (op, attributes, input shape, block sizes): a network with
+repeated layer shapes is timed once per shape; with a cache file (``timing_cache``) the times
+outlive the export.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .timing_cache import load_cache, machine_key, save_cache
 ROUNDS = 7
 WARMUP = 2
 MAX_ROUNDS = 400
+MIN_MS = 20.0  # a candidate runs at least this long in all (a small layer's runs are short)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def _interleaved(models: list[ir.Model], shape: list[int], threads: int, dtype: 
     feed: np.ndarray = np.random.default_rng(0).standard_normal(shape).astype(dtype)
     protos = [ir.to_proto(m).SerializeToString() for m in models]
     names = [str(m.graph.inputs[0].name) for m in models]
-    return interleaved_ms(protos, [{name: feed} for name in names], threads, ROUNDS)
+    return interleaved_ms(protos, [{name: feed} for name in names], threads, ROUNDS, MIN_MS)
 
 
 def interleaved_ms(models: Sequence[bytes], feeds: Sequence[dict[str, np.ndarray]],

@@ -1,0 +1,144 @@
+"""Reading less of a layer's input: the box of a flattened input it alone reads (crop), a
+block's channels as one range (ranged covers), adjacent ranges as one Split; and the rule that
+keeps a cover (faster somewhere, slower nowhere), per layer and for the whole model."""
+
+import numpy as np
+import onnx_ir as ir
+import pytest
+import torch
+from torch import nn
+
+from relief_export.onnx.emit import to_onnx
+from relief_export.onnx.passes import SparseCompute
+from relief_export.onnx.sparse import timing as timing_module
+from relief_export.onnx.sparse.cover import Block, Cover, ranged
+from relief_export.onnx.sparse.crop import read_box
+from relief_export.onnx.sparse.timing import Setting
+from relief_export.pipeline import sparse_stage
+
+from .test_sparse_compute import Chain, constant_of, masked, relative, run_both
+
+
+def image_mlp() -> nn.Module:
+    """Flatten [1, 6, 6] -> Linear(36, 5) -> ReLU -> Linear(5, 3); the first layer reads
+    pixels only in rows 1..4, columns 2..4 (some of those not either)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(36, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    read = torch.zeros(6, 6, dtype=torch.bool)
+    read[1:5, 2:5] = True
+    read[2, 3] = False
+    with torch.no_grad():
+        model[1].weight[:, ~read.reshape(-1)] = 0
+    return model
+
+
+def test_a_flattened_input_is_cropped_to_the_box_read():
+    """Box rows 1:5, columns 2:5 of the 6 x 6 image: 12 of 36 inputs; one Slice of the
+    4-d input on axes 1..3, the layer's weight cut to the box's 12 columns; same function."""
+    model = image_mlp()
+    x = torch.randn(4, 1, 6, 6)
+    exported = to_onnx(model, x)
+    compute = SparseCompute(force="cover")
+    compute(exported)
+    first = compute.choices[0]
+    assert first.crop == "12 of 36 inputs: [0:1, 1:5, 2:5] of [1, 6, 6]"
+    assert first.macs_compacted == 5 * 36 and first.shape == [5, 12]
+    [box] = [n for n in exported.graph if n.op_type == "Slice"]
+    assert [list(constant_of(v)) for v in box.inputs[1:4]] == [[0, 1, 2], [1, 5, 5], [1, 2, 3]]
+    assert box.inputs[0] is exported.graph.inputs[0]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    runtime, reference = run_both(exported, x.numpy())
+    assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5
+    read = {v.name for n in exported.graph for v in n.inputs if v is not None}
+    assert set(exported.graph.initializers) <= read  # the uncropped weight is gone
+
+
+def test_read_box_by_hand():
+    """Grid [2, 3, 3]: reads at (1, 1, 1), (1, 1, 2), (1, 2, 1) give the box [1:2, 1:3, 1:3],
+    4 of 18; nothing read, or a box of more than 90% of the grid, is no crop."""
+    read = np.zeros((2, 3, 3), dtype=bool)
+    read[1, 1, 1] = read[1, 1, 2] = read[1, 2, 1] = True
+    crop = read_box(read.reshape(-1), [2, 3, 3])
+    assert crop is not None and (crop.starts, crop.ends) == ((1, 1, 1), (2, 3, 3))
+    assert list(crop.columns) == [13, 14, 16, 17]
+    assert read_box(np.zeros(18, dtype=bool), [2, 3, 3]) is None
+    corners = np.zeros((2, 3, 3), dtype=bool)
+    corners[0, 0, 0] = corners[1, 2, 2] = True
+    assert read_box(corners.reshape(-1), [2, 3, 3]) is None
+
+
+def test_ranged_cover_by_hand():
+    """Block (0, 1) x (0, 2, 5) reads 0..5 ranged (2 x 6 MACs), (2,) x (3, 4) stays: 14
+    MACs instead of 8; a cover of ranges already has no ranged form."""
+    cover = Cover((Block((0, 1), (0, 2, 5)), Block((2,), (3, 4))), (3, 6))
+    wide = ranged(cover)
+    assert wide is not None and [b.cols for b in wide.blocks] == [tuple(range(6)), (3, 4)]
+    assert (cover.macs, wide.macs) == (8, 14)
+    assert ranged(wide) is None
+
+
+def test_blocks_reading_ranges_that_do_not_overlap_share_one_split():
+    """Units 0-2 read inputs 0-3, units 3-5 inputs 6-11 (4-5 read by none): one Split into
+    [4, 2, 6] feeds the two blocks, no Slice or Gather; same function."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2)).eval()
+    with torch.no_grad():
+        model[0].weight[:3, 4:] = 0
+        model[0].weight[3:, :6] = 0
+    x = torch.randn(5, 12)
+    exported = to_onnx(model, x)
+    compute = SparseCompute(force="cover")
+    compute(exported)
+    assert (compute.choices[0].blocks, compute.choices[0].macs_cover) == (2, 3 * 4 + 3 * 6)
+    ops = [n.op_type for n in exported.graph]
+    assert ops.count("Split") == 1 and "Slice" not in ops and "Gather" not in ops
+    [split] = [n for n in exported.graph if n.op_type == "Split"]
+    assert list(constant_of(split.inputs[1])) == [4, 2, 6]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    runtime, reference = run_both(exported, x.numpy())
+    assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5
+
+
+@pytest.mark.parametrize(("batch1_ms", "chosen"), [(10.0, "cover"), (10.5, "dense")])
+def test_a_cover_must_gain_somewhere_and_lose_nowhere(monkeypatch, batch1_ms, chosen):
+    """Faked: dense 10 ms at batch 1 and 64; every cover 5 ms at batch 64 and ``batch1_ms``
+    at batch 1. A tie at batch 1 keeps the cover (faster at batch 64); 5% slower does not."""
+
+    def times(self, candidates, shape, dtype=None):
+        dense = {s: 10.0 for s in self.settings}
+        cover = {Setting(1, 1): batch1_ms, Setting(64, 1): 5.0}
+        return [dense] + [cover] * (len(candidates) - 1)
+
+    monkeypatch.setattr(timing_module.Timer, "times", times)
+    exported = to_onnx(masked(Chain()), torch.randn(2, 16, 4, 4))
+    compute = SparseCompute((Setting(1, 1), Setting(64, 1)))
+    compute(exported)
+    second = compute.choices[1]
+    assert second.chosen == chosen
+    if chosen == "cover":
+        assert "faster than dense at batch 64, 1 thread(s), not slower" in second.why
+    else:
+        assert second.why.startswith("no cover measured faster (fp32)")
+
+
+@pytest.mark.parametrize(("answers", "why"), [
+    ([[1.0, 1.0], [1.0, 0.5]], None),
+    ([[1.0, 1.01], [1.0, 0.5]], "the whole model measured slower with the covers at batch 1"),
+    ([[1.0, 0.99], [1.0, 0.99]], "the whole model measured no faster with the covers at any"),
+])
+def test_the_whole_model_keeps_covers_that_gain_somewhere_and_lose_nowhere(monkeypatch,
+                                                                           answers, why):
+    """(off ms, auto ms) at batch 1 then 64: a tie at one and 2x at the other stays; 1%
+    slower anywhere, or at most 1% faster everywhere, is rejected, saying which."""
+    replies = iter(answers)
+    monkeypatch.setattr(sparse_stage, "interleaved_ms",
+                        lambda models, feeds, threads, rounds, min_ms=0.0: next(replies))
+    x = torch.randn(2, 12)
+    proto = ir.to_proto(to_onnx(nn.Linear(12, 3).eval(), x))
+    times: dict = {}
+    rejected = sparse_stage.covers_rejected(proto, proto, (Setting(1, 1), Setting(64, 1)),
+                                            (x,), times)
+    assert (rejected is None) if why is None else rejected.startswith(why)
+    assert times["batch 64, 1 thread(s)"] == {"off": answers[1][0], "auto": answers[1][1]}
