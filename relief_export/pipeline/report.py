@@ -74,8 +74,8 @@ class ExportReport:
             rows[-1:-1] = int8_rows(self.int8)
         if self.sparse_compute:
             covered = [c for c in self.sparse_compute if c["chosen"] == "cover"]
-            macs = sum(c["macs_cover"] if c["chosen"] == "cover" else c["macs_compacted"]
-                       for c in self.sparse_compute)
+            macs = sum(c["macs_cover"] if c["chosen"] == "cover" else
+                       c["macs_cropped"] or c["macs_compacted"] for c in self.sparse_compute)
             rows.insert(-1, ["sparse compute: layers as dense blocks",
                              f"{len(covered)} of {len(self.sparse_compute)} "
                              f"({macs:,} layer MACs per sample)"])
@@ -109,7 +109,8 @@ def sparse_table(report: ExportReport) -> str:
         [[c["name"], f"{c['macs_dense']:,}" if c["macs_dense"] is not None else "-",
           f"{c['macs_compacted']:,}", f"{c['macs_cover']:,}",
           f"{c['macs_nonzero']:,}", c["blocks"], _times(c["ms_dense"]), _times(c["ms_cover"]),
-          f"{c['chosen']} ({c['why']})"] for c in report.sparse_compute])
+          f"{c['chosen']} ({c['why']})" + (f"; reads {c['crop']}" if c["crop"] else "")]
+         for c in report.sparse_compute])
 
 
 def _times(times: dict[str, float]) -> str:

@@ -129,7 +129,7 @@ def drop_covers(record: dict[str, Any], why: str) -> None:
     """Mark every covered layer of ``record`` dense again, saying why."""
     record["kept"] = False
     for layer in record["layers"]:
-        layer["crop"] = ""
+        layer["crop"], layer["macs_cropped"] = "", None
         if layer["chosen"] == "cover":
             layer["chosen"], layer["why"] = "dense", why
 

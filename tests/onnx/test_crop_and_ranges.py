@@ -3,11 +3,13 @@ block's channels as one range (ranged covers), adjacent ranges as one Split; and
 keeps a cover (faster somewhere, slower nowhere), per layer and for the whole model."""
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import pytest
 import torch
 from torch import nn
 
+import relief_export as rx
 from relief_export.onnx.emit import to_onnx
 from relief_export.onnx.passes import SparseCompute
 from relief_export.onnx.sparse import timing as timing_module
@@ -42,7 +44,8 @@ def test_a_flattened_input_is_cropped_to_the_box_read():
     compute(exported)
     first = compute.choices[0]
     assert first.crop == "12 of 36 inputs: [0:1, 1:5, 2:5] of [1, 6, 6]"
-    assert first.macs_compacted == 5 * 36 and first.shape == [5, 12]
+    assert (first.macs_compacted, first.macs_cropped, first.shape) == (5 * 36, 5 * 12, [5, 12])
+    assert first.weight == "1.weight"  # the module's parameter, as before the crop
     [box] = [n for n in exported.graph if n.op_type == "Slice"]
     assert [list(constant_of(v)) for v in box.inputs[1:4]] == [[0, 1, 2], [1, 5, 5], [1, 2, 3]]
     assert box.inputs[0] is exported.graph.inputs[0]
@@ -142,3 +145,45 @@ def test_the_whole_model_keeps_covers_that_gain_somewhere_and_lose_nowhere(monke
                                             (x,), times)
     assert (rejected is None) if why is None else rejected.startswith(why)
     assert times["batch 64, 1 thread(s)"] == {"off": answers[1][0], "auto": answers[1][1]}
+
+
+def test_an_export_with_a_crop_is_verified_and_reported(tmp_path, monkeypatch):
+    """Through the pipeline (the whole-model timing faked: with the crop, half the time): the
+    file reads the box, verifies against the masked model, and --verbose's table says so."""
+    from relief_export.pipeline.report import sparse_table
+
+    monkeypatch.setattr(sparse_stage, "interleaved_ms",
+                        lambda models, feeds, threads, rounds, min_ms=0.0: [2.0, 1.0])
+    report = rx.export_onnx(image_mlp(), tmp_path / "m.onnx", input_shape=[1, 1, 6, 6],
+                            sparse_compute="auto", tune_batches=[4], align=1)
+    assert report.max_relative_error is not None and report.max_relative_error <= 1e-4
+    first = report.sparse_compute[0]
+    assert first["crop"].startswith("12 of 36 inputs") and first["macs_dense"] == 5 * 36
+    assert "reads 12 of 36 inputs: [0:1, 1:5, 2:5] of [1, 6, 6]" in sparse_table(report)
+    nodes = onnx.load(tmp_path / "m.onnx").graph.node
+    assert any(n.op_type == "Slice" and "crop" in n.name for n in nodes)
+
+
+def test_a_split_of_the_previous_blocks_reads_their_outputs_directly():
+    """Linear(12, 6) in 2 blocks (inputs 0-3 and 6-11, one Split of the network input), then
+    Linear(6, 4) in 2 blocks over the first layer's two blocks (channels 0-2 and 3-5): its
+    Split of the first layer's Concat becomes Slices that read the blocks' outputs
+    themselves, so one Split (of the input) and one Concat (the second layer's) are left."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 4), nn.ReLU(),
+                          nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        model[0].weight[:3, 4:] = 0
+        model[0].weight[3:, :6] = 0
+        model[2].weight[:2, 3:] = 0
+        model[2].weight[2:, :3] = 0
+    x = torch.randn(5, 12)
+    exported = to_onnx(model, x)
+    SparseCompute(force="cover")(exported)
+    splits = [n for n in exported.graph if n.op_type == "Split"]
+    assert len(splits) == 1 and splits[0].inputs[0] is exported.graph.inputs[0]
+    assert [n.op_type for n in exported.graph].count("Concat") == 1
+    with torch.no_grad():
+        expected = model(x).numpy()
+    runtime, reference = run_both(exported, x.numpy())
+    assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5

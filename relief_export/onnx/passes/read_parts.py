@@ -7,7 +7,9 @@ p_k[max(a, o_k) - o_k, min(b, o_{k+1}) - o_k) (the part itself when whole; no Co
 share): one copy instead of two, and none where a Slice was exactly a part. A per-channel op that
 alone reads a Concat, and whose output is read only by such Slices or further per-channel
 ops, first moves onto the parts: f(Concat(p_1..p_n)) = Concat(f(p_1), ..., f(p_n)). Concats
-left unread are removed. Only data movement changes: the function is the same.
+left unread are removed. A Split on the channel axis of such a Concat (or of per-channel ops
+of one) is first written as one Slice per output read, so its pieces read the parts too.
+Only data movement changes: the function is the same.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class ReadPartsDirectly(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         ShapeInferencePass(strict_mode=False)(model)
         modified = False
+        for split in [n for n in model.graph if n.op_type == "Split"]:
+            modified |= _split_as_slices(model.graph, split)
         while (node := next((n for n in model.graph if _movable(n)), None)) is not None:
             _move_onto_parts(model.graph, node)
             modified = True
@@ -48,6 +52,37 @@ def _channel_concat(value: ir.Value | None) -> ir.Node | None:
     if any(_channels(v) is None for v in node.inputs):
         return None
     return node
+
+
+def _split_as_slices(graph: ir.Graph, node: ir.Node) -> bool:
+    """A Split on axis 1 (constant sizes) of a channel Concat, or of per-channel ops of one,
+    as one Slice per output read."""
+    sizes = constant(node.inputs[1]) if len(node.inputs) > 1 else None
+    source = node.inputs[0]
+    if node.attributes.get_int("axis", 0) != 1 or sizes is None or source is None or \
+            not _from_concat(source) or any(v.is_graph_output() for v in node.outputs):
+        return False
+    writer = Writer(graph, node, _base(node))
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int).tolist()
+    for index, (output, (low, high)) in enumerate(zip(node.outputs, pairwise(starts),
+                                                      strict=True)):
+        if output.uses():
+            piece = writer.channels(source, Block((), tuple(range(low, high))), starts[-1],
+                                    index, 1)
+            piece.shape, piece.type = output.shape, output.type
+            output.replace_all_uses_with(piece)
+    graph.remove(node, safe=True)
+    return True
+
+
+def _from_concat(value: ir.Value) -> bool:
+    """``value`` is a channel Concat's output, or per-channel ops' of one."""
+    producer = value.producer()
+    while producer is not None and producer.op_type in PER_CHANNEL_OPS and \
+            producer.inputs[0] is not None:
+        value = producer.inputs[0]
+        producer = value.producer()
+    return _channel_concat(value) is not None
 
 
 def _channels(value: ir.Value | None) -> int | None:

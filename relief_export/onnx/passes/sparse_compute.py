@@ -62,6 +62,7 @@ class LayerCompute:
     chosen: str = "dense"
     why: str = ""
     crop: str = ""  # the box of a flattened input the layer reads alone (sparse.crop)
+    macs_cropped: int | None = None  # the dense layer's after that crop
 
 
 @dataclass
@@ -133,6 +134,7 @@ class SparseCompute(ir.passes.InPlacePass):
         """Crop the layer's unread border, then cover it if that measures faster; whether
         the graph changed."""
         compacted = int(layer.weight.size) * _positions(layer.node)
+        weight_name = str(getattr(layer.node.inputs[1], "name", ""))
         crop = crop_unread_border(graph, layer.node)
         if crop is not None:
             cropped = _read(layer.node)
@@ -143,8 +145,10 @@ class SparseCompute(ir.passes.InPlacePass):
         kind = LAYER_KINDS[layer.node.op_type]
         reader = absorber(layer.output, kind.channel_axis)
         record = self._record(layer, finest, reader is not None)
-        record.macs_compacted = compacted
-        record.crop = "" if crop is None else crop.describe()
+        record.macs_compacted, record.weight = compacted, weight_name
+        if crop is not None:
+            record.crop = crop.describe()
+            record.macs_cropped = int(layer.weight.size) * _positions(layer.node)
         self.choices.append(record)
         if finest.fraction >= 1.0:
             record.why = "no cover with fewer multiply-adds"
