@@ -232,3 +232,12 @@ def test_plot_ticks_titles_and_size_bars(tmp_path, monkeypatch):
                 outside.stat().st_size + (tmp_path / "outside.data").stat().st_size]
     assert heights == pytest.approx(expected)
     assert heights[1] > heights[0] * 0.9  # the weights in outside.data are counted
+
+
+def test_the_vector_level_is_the_widest_set_named():
+    from relief_export.bench.machine import vector_level
+
+    assert vector_level({"avx", "avx2", "fma"}) == "AVX2"
+    assert vector_level({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
+    assert vector_level({"avx2", "avx512f"}) == "AVX-512"
+    assert vector_level({"sse4_2"}) == ""
