@@ -118,7 +118,8 @@ def test_benchmark_json_plot_and_accuracy(tmp_path):
     assert saved["machine"]["cores"] == os.cpu_count()
     assert saved["machine"]["onnxruntime"] == onnxruntime.__version__
     assert saved["machine"]["load_1min"] >= 0 and saved["machine"]["cpu"]
-    assert report.table().startswith(f"machine: {saved['machine']['cpu']}, "
+    vector = f" ({saved['machine']['vector']})" if saved["machine"]["vector"] else ""
+    assert report.table().startswith(f"machine: {saved['machine']['cpu']}{vector}, "
                                      f"{os.cpu_count()} cores, load ")
     assert set(saved["models"][0]) == {"path", "file_bytes", "parameters", "nonzero", "macs",
                                        "accuracy", "memory_bytes", "precision"}

@@ -1,7 +1,8 @@
 """Writing a layer's dense or covered form into an ``onnx_ir`` graph.
 
 Block g: its input channels C_g (the input itself when C_g is every channel in order, a Slice
-of a contiguous range, else a Gather on the layer's channel axis), the layer's op on
+of a contiguous range, else a Gather on the layer's channel axis; one Split for all blocks
+when they read ranges that do not overlap), the layer's op on
 W[R_g][:, C_g] and b[R_g] (weights units first; a MatMul's bias is an Add), then the
 activation that followed the layer (applied per block, so onnxruntime fuses it into each
 block as it did into the layer); the blocks' outputs are concatenated on the channel axis,
