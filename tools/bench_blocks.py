@@ -2,8 +2,11 @@
 
 LeNet-300-100 and LeNet-5 on the packaged MNIST digits (mnist5k: 4,500 training, 500 test
 images), trained once densely, then pruned by NNrelief twice from the same weights with the
-same schedule: plain, and with --blocks B (connections only inside each unit's group). Each
-pruned model is exported with --sparse-compute auto (the plain one also with off).
+same schedule: plain, and with --blocks B (connections only inside each unit's group). The
+LeNet-300-100 --blocks run, stopped like plain at 5% of the weights, prunes with alpha_fc
+0.99 (BLOCKS_SCHEDULES): its first pass already drops (B - 1) / B of the connections, and
+with plain's 0.95 it reached 4.4% in 3 passes (93.0-93.4% accuracy) against plain's 10.
+Each pruned model is exported with --sparse-compute auto (the plain one also with off).
 
   dense       the trained dense model exported by torch.onnx
   plain off   plain NNrelief, compaction alone
@@ -50,6 +53,9 @@ SCHEDULES = {  # as tools/bench_suite.py prunes the LeNets
                                       finetune=FitConfig(epochs=15))),
     "lenet5": (8, ReliefConfig(iterations=8, finetune=FitConfig(epochs=4))),
 }
+# --blocks runs to the same remaining weights: its first pass drops (B - 1) / B of the
+# connections, so a gentler keep rule gives it about as many fine-tuning passes as plain
+BLOCKS_SCHEDULES = {"lenet300_100": {"alpha_fc": 0.99, "iterations": 40}, "lenet5": {}}
 
 
 def pruned(arch: str, blocks: int) -> dict[str, tuple[torch.nn.Module, dict]]:
@@ -63,7 +69,8 @@ def pruned(arch: str, blocks: int) -> dict[str, tuple[torch.nn.Module, dict]]:
     for name, count in (("plain", 1), (f"blocks {blocks}", blocks)):
         model = copy.deepcopy(dense)
         torch.manual_seed(0)
-        config = replace(schedule, blocks=count)
+        config = replace(schedule, blocks=count,
+                         **(BLOCKS_SCHEDULES[arch] if count > 1 else {}))
         history = relief(model, train, config, val_data=val, test_data=test,
                          progress=False).history
         result[name] = (model.eval(), history[-1])

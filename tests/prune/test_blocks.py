@@ -12,7 +12,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from relief_export import load_model
 from relief_export.errors import ReliefError
 from relief_export.prune import ReliefConfig, relief_step
-from relief_export.prune.blocks import _unit_groups, in_group_masks
+from relief_export.prune.blocks import _equal_mass_ranges, _unit_groups, in_group_masks
 from relief_export.prune.structure import discover
 
 from ..helpers import run_cli
@@ -29,6 +29,15 @@ def test_units_go_to_the_group_holding_their_score_mass_balanced():
     scores = torch.tensor([[5.0, 0.0, 1.0, 0.0], [3.0, 3.0, 2.0, 2.0], [9.0, 0.0, 0.0, 1.0],
                            [0.0, 0.0, 1.0, 1.0]])
     assert _unit_groups(scores, channel_groups, 2).tolist() == [0, 1, 0, 1]
+
+
+def test_network_inputs_are_cut_into_ranges_of_equal_score_mass():
+    # middles M_<i + m_i / 2 = 0.5 1.5 2.5 3.5 6 of M = 8: x 2 / 8 -> 0 0 0 0 1
+    assert _equal_mass_ranges(torch.tensor([1.0, 1, 1, 1, 4]), 2).tolist() == [0, 0, 0, 0, 1]
+    # middles 0 0 1.5 3.5 4 4 of 4: x 2 / 4 -> 0 0 0.75 1.75 2 2, the last group capped at 1
+    assert _equal_mass_ranges(torch.tensor([0.0, 0, 3, 1, 0, 0]), 2).tolist() == \
+        [0, 0, 0, 1, 1, 1]
+    assert _equal_mass_ranges(torch.zeros(4), 2).tolist() == [0, 0, 1, 1]  # no mass: i B // n
 
 
 class Mlp(nn.Module):
@@ -55,10 +64,15 @@ def test_input_groups_follow_the_units_that_feed_them():
     scores = {name: torch.rand(layer.weight.shape[0], layer.weight.shape[1] + 1,
                                generator=generator, dtype=torch.float64)
               for name, layer in structure.layers.items()}
+    scores["fc1"][:, :-1] /= scores["fc1"][:, :-1].sum(0)  # every input's mass 1
     allowed = in_group_masks(structure.graph_module, scores, 2)
     assert set(allowed) == {"fc1", "fc2"}  # the last layer is never grouped
-    # fc1 reads the network input: contiguous halves of its 16 inputs
+    # fc1 reads the network input: contiguous ranges of equal mass, here halves
     assert row_groups(allowed["fc1"]) == [frozenset(range(8)), frozenset(range(8, 16))]
+    skewed = {name: value.clone() for name, value in scores.items()}
+    skewed["fc1"][:, 12:16] *= 3.0  # mass 12 x 1 + 4 x 3 = 24: the halves meet at 12
+    assert row_groups(in_group_masks(structure.graph_module, skewed, 2)["fc1"]) == \
+        [frozenset(range(12)), frozenset(range(12, 16))]
     # fc2's input channel c is fc1's unit c: its groups are fc1's unit groups
     fc1_units = [frozenset(torch.nonzero(allowed["fc1"][:, :-1].any(1) &
                                          allowed["fc1"][:, g * 8]).flatten().tolist())
