@@ -12,6 +12,7 @@ from torch import nn
 import relief_export as rx
 from relief_export.onnx.emit import to_onnx
 from relief_export.onnx.passes import SparseCompute
+from relief_export.onnx.passes.sparse_compute import _candidates
 from relief_export.onnx.sparse import timing as timing_module
 from relief_export.onnx.sparse.cover import Block, Cover, ranged
 from relief_export.onnx.sparse.crop import read_box
@@ -79,6 +80,23 @@ def test_ranged_cover_by_hand():
     assert wide is not None and [b.cols for b in wide.blocks] == [tuple(range(6)), (3, 4)]
     assert (cover.macs, wide.macs) == (8, 14)
     assert ranged(wide) is None
+
+
+def test_only_candidates_the_cost_model_puts_below_dense_are_timed():
+    """8 x 8, two blocks of 4 units: (0, 7) and (1, 2), 16 MACs of 64 (cost 0.25 + 2 x 0.02).
+    Ranged, the first reads 0..7: 32 + 8 = 40 MACs, cost 0.625 + 0.04, timed; one block of
+    (0, 1, 2, 7) ranged reads everything (cost 1.02), not timed. Four blocks of two units reading
+    (0, 7): 16 MACs gathered, ranged 4 x 2 x 8 = 64 (cost 1.08), not timed, nor
+    their merges ranged."""
+    finest = Cover((Block((0, 1, 2, 3), (0, 7)), Block((4, 5, 6, 7), (1, 2))), (8, 8))
+    whole = Cover((Block(tuple(range(8)), (0, 1, 2, 7)),), (8, 8))
+    labels = [label for label, _ in _candidates(finest, whole)]
+    assert labels == ["2 blocks", "1 block", "2 blocks (ranges)"]  # one block 0..7: 64 MACs
+    wide = Cover(tuple(Block((2 * g, 2 * g + 1), (0, 7)) for g in range(4)), (8, 8))
+    ranged_wide = ranged(wide)
+    assert ranged_wide is not None and ranged_wide.macs == 64
+    assert [label for label, _ in _candidates(wide, whole)] == \
+        ["4 blocks", "2 blocks", "1 block"]
 
 
 def test_blocks_reading_ranges_that_do_not_overlap_share_one_split():

@@ -326,12 +326,13 @@ def _geometric_mean(ratios: list[float]) -> float:
 
 def _candidates(finest: Cover, whole: Cover) -> list[tuple[str, Cover]]:
     """The covers to time, by label: the finest, its coarser merges and one block, each also
-    ranged (its Gathers made Slices) where it gathers."""
+    ranged (its Gathers made Slices) where it gathers; only those the cost model puts below
+    the dense layer (``Cover.cost`` < 1: a range spanning nearly every channel is not)."""
     covers = [c for c in [finest, *coarser_covers(finest), whole]
               if c is whole or len(c.blocks) > 1]
     labelled = [(_blocks(c), c) for c in covers]
     labelled += [(f"{_blocks(c)} (ranges)", r) for c in covers if (r := ranged(c)) is not None]
-    return [(label, c) for label, c in labelled if c.fraction < 1.0]
+    return [(label, c) for label, c in labelled if c.cost < 1.0]
 
 
 def _blocks(cover: Cover) -> str:
