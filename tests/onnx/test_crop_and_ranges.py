@@ -12,7 +12,7 @@ from torch import nn
 import relief_export as rx
 from relief_export.onnx.emit import to_onnx
 from relief_export.onnx.passes import SparseCompute
-from relief_export.onnx.passes.sparse_compute import _candidates
+from relief_export.onnx.passes.sparse_compute import _candidates, _worth_timing
 from relief_export.onnx.sparse import timing as timing_module
 from relief_export.onnx.sparse.cover import Block, Cover, ranged
 from relief_export.onnx.sparse.crop import read_box
@@ -90,13 +90,14 @@ def test_only_candidates_the_cost_model_puts_below_dense_are_timed():
     their merges ranged."""
     finest = Cover((Block((0, 1, 2, 3), (0, 7)), Block((4, 5, 6, 7), (1, 2))), (8, 8))
     whole = Cover((Block(tuple(range(8)), (0, 1, 2, 7)),), (8, 8))
-    labels = [label for label, _ in _candidates(finest, whole)]
+    labels = [label for label, _ in _worth_timing(_candidates(finest, whole))]
     assert labels == ["2 blocks", "1 block", "2 blocks (ranges)"]  # one block 0..7: 64 MACs
     wide = Cover(tuple(Block((2 * g, 2 * g + 1), (0, 7)) for g in range(4)), (8, 8))
     ranged_wide = ranged(wide)
     assert ranged_wide is not None and ranged_wide.macs == 64
-    assert [label for label, _ in _candidates(wide, whole)] == \
+    assert [label for label, _ in _worth_timing(_candidates(wide, whole))] == \
         ["4 blocks", "2 blocks", "1 block"]
+    assert not _worth_timing([("4 blocks (ranges)", ranged_wide)])
 
 
 def test_blocks_reading_ranges_that_do_not_overlap_share_one_split():
@@ -205,3 +206,22 @@ def test_a_split_of_the_previous_blocks_reads_their_outputs_directly():
         expected = model(x).numpy()
     runtime, reference = run_both(exported, x.numpy())
     assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5
+
+
+def test_a_layer_with_no_cover_below_dense_is_left_untimed():
+    """Linear(64, 8) reading 63 of its 64 inputs: the one block costs 63/64 + 0.02 >= 1, so
+    nothing is timed and the layer stays dense (force="cover" still writes the block)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 2)).eval()
+    with torch.no_grad():
+        model[0].weight[:, 5] = 0
+    exported = to_onnx(model, torch.randn(2, 64))
+    compute = SparseCompute()
+    compute(exported)
+    first = compute.choices[0]
+    assert (first.chosen, first.why) == ("dense", "no cover the cost model puts below the "
+                                                  "dense layer")
+    assert first.ms_dense == {} and first.ms_candidates == {}
+    forced = SparseCompute(force="cover")
+    forced(to_onnx(model, torch.randn(2, 64)))
+    assert forced.choices[0].chosen == "cover" and forced.choices[0].macs_cover == 8 * 63

@@ -154,6 +154,11 @@ class SparseCompute(ir.passes.InPlacePass):
             record.why = "no cover with fewer multiply-adds"
             return crop is not None
         covers = _candidates(finest, one_block(mask))
+        if self.force != "cover":
+            covers = _worth_timing(covers)
+            if not covers:
+                record.why = "no cover the cost model puts below the dense layer"
+                return crop is not None
         if reader is None and _meets_residual(layer.output):
             covers = [(label, c) for label, c in covers if _identity(c)]
             if not covers:
@@ -326,13 +331,19 @@ def _geometric_mean(ratios: list[float]) -> float:
 
 def _candidates(finest: Cover, whole: Cover) -> list[tuple[str, Cover]]:
     """The covers to time, by label: the finest, its coarser merges and one block, each also
-    ranged (its Gathers made Slices) where it gathers; only those the cost model puts below
-    the dense layer (``Cover.cost`` < 1: a range spanning nearly every channel is not)."""
+    ranged (its Gathers made Slices) where it gathers; those with fewer multiply-adds than
+    the layer."""
     covers = [c for c in [finest, *coarser_covers(finest), whole]
               if c is whole or len(c.blocks) > 1]
     labelled = [(_blocks(c), c) for c in covers]
     labelled += [(f"{_blocks(c)} (ranges)", r) for c in covers if (r := ranged(c)) is not None]
-    return [(label, c) for label, c in labelled if c.cost < 1.0]
+    return [(label, c) for label, c in labelled if c.fraction < 1.0]
+
+
+def _worth_timing(covers: list[tuple[str, Cover]]) -> list[tuple[str, Cover]]:
+    """The covers the cost model puts below the dense layer (``Cover.cost`` < 1): a ranged
+    cover spanning nearly every channel is not."""
+    return [(label, c) for label, c in covers if c.cost < 1.0]
 
 
 def _blocks(cover: Cover) -> str:
