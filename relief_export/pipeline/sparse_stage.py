@@ -3,6 +3,7 @@ pass followed by a whole-model check."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from functools import partial
@@ -53,8 +54,9 @@ def tune_cache_file(settings: tuple[Setting, ...], path: str | Path | None) -> P
     return target
 
 
-WHOLE_MODEL_ROUNDS = 15
-WHOLE_MODEL_MIN_MS = 500.0  # and at least this long per model: batch-1 runs are short
+WHOLE_MODEL_PAIRS = 3  # fresh session pairs per setting: a session's own speed varies by 3%
+WHOLE_MODEL_ROUNDS = 7  # rounds per pair
+WHOLE_MODEL_MIN_MS = 200.0  # and at least this long per model and pair: batch-1 runs are short
 WHOLE_MODEL_MARGIN = 0.98  # with covers, the model must take at most this of its time without
 WHOLE_MODEL_TIE = 1.0  # at some setting, and at most this at every one
 
@@ -65,8 +67,7 @@ def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
                          cache_file: Path | None = None, int8_reduce_range: bool | None = None
                          ) -> tuple[ir.Model, dict[str, Any]]:
     """Covers chosen layer by layer, then the whole model timed with and without them at
-    every setting (interleaved, median of ``WHOLE_MODEL_ROUNDS`` rounds or of
-    ``WHOLE_MODEL_MIN_MS`` of runs, whichever is more); the covers stay only if
+    every setting (``covers_rejected``); the covers stay only if
     the model with them takes at most ``WHOLE_MODEL_MARGIN`` of the time without them at
     some setting (a gain beyond timing noise) and at most ``WHOLE_MODEL_TIE`` at every one.
     ``dense_macs``: per layer (module) name, its MACs per sample before compaction (matched
@@ -101,22 +102,26 @@ def sparse_compute_stage(exported: ir.Model, settings: tuple[Setting, ...],
 def covers_rejected(without: onnx.ModelProto, with_covers: onnx.ModelProto,
                     settings: tuple[Setting, ...], examples: tuple[torch.Tensor, ...],
                     times: dict[str, dict[str, float]], prefix: str = "") -> str | None:
-    """Why ``with_covers`` is not kept, or None: timed interleaved with ``without`` on the
-    same seeded inputs at each setting (their ms go into ``times``), it must take at most
-    ``WHOLE_MODEL_TIE`` of its time everywhere and at most ``WHOLE_MODEL_MARGIN`` somewhere."""
+    """Why ``with_covers`` is not kept, or None. At each setting, ``WHOLE_MODEL_PAIRS`` fresh
+    session pairs each time both interleaved on the same seeded inputs (median of
+    ``WHOLE_MODEL_ROUNDS`` rounds or of ``WHOLE_MODEL_MIN_MS`` of runs, whichever is more);
+    the ratio there is the median of the pairs' with / without. It must be at most
+    ``WHOLE_MODEL_TIE`` everywhere and at most ``WHOLE_MODEL_MARGIN`` somewhere. ``times``
+    gets each setting's median ms of both."""
     names = [str(v.name) for v in without.graph.input
              if v.name not in {i.name for i in without.graph.initializer}]
     generator = torch.Generator().manual_seed(0)
+    models = [without.SerializeToString(), with_covers.SerializeToString()]
     ratios = {}
     for setting in settings:
         feed = {name: random_like(x, setting.batch, generator, "normal").numpy()
                 for name, x in zip(names, examples, strict=True)}
-        off_ms, auto_ms = interleaved_ms([without.SerializeToString(),
-                                          with_covers.SerializeToString()],
-                                         [feed, feed], setting.threads, WHOLE_MODEL_ROUNDS,
-                                         WHOLE_MODEL_MIN_MS)
-        times[prefix + setting.label] = {"off": round(off_ms, 4), "auto": round(auto_ms, 4)}
-        ratios[prefix + setting.label] = auto_ms / off_ms
+        pairs = [interleaved_ms(models, [feed, feed], setting.threads, WHOLE_MODEL_ROUNDS,
+                                WHOLE_MODEL_MIN_MS) for _ in range(WHOLE_MODEL_PAIRS)]
+        times[prefix + setting.label] = {
+            "off": round(statistics.median(off for off, _ in pairs), 4),
+            "auto": round(statistics.median(auto for _, auto in pairs), 4)}
+        ratios[prefix + setting.label] = statistics.median(auto / off for off, auto in pairs)
     slower = [label for label, ratio in ratios.items() if ratio > WHOLE_MODEL_TIE]
     if slower:
         return "the whole model measured slower with the covers at " + ", ".join(slower)

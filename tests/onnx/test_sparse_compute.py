@@ -389,10 +389,9 @@ def test_int8_keeps_the_covers_only_where_they_stay_faster(tmp_path, monkeypatch
     timing: the file is int8)."""
     import relief_export.pipeline.sparse_stage as stage
 
-    answers = iter([int8_times])
     monkeypatch.setattr(stage, "SparseCompute", forced_covers)
     monkeypatch.setattr(stage, "interleaved_ms",
-                        lambda models, feeds, threads, rounds, min_ms=0.0: next(answers))
+                        lambda models, feeds, threads, rounds, min_ms=0.0: int8_times)
     report = rx.export_onnx(masked(Chain()), tmp_path / "m.onnx", input_shape=[1, 16, 4, 4],
                             sparse_compute="auto", tune_batches=[4], align=1, int8=True,
                             calib_synthetic=True, int8_layers="all",

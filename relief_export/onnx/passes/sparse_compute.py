@@ -13,8 +13,9 @@ Before that, a layer that reads a flattened tensor through a box of it alone rea
 (``sparse.crop``). A layer keeps its dense form unless a cover, timed in onnxruntime as a
 model of its own with the activation that follows it (``sparse.timing``), takes at most
 ``MARGIN`` of the dense time at some measured batch size and thread count and at most ``TIE``
-at every one; of those, the smallest geometric mean of the time ratios wins. Every choice is
-recorded in ``choices``.
+at every one; of those, the smallest geometric mean of the time ratios wins. A fp32 Conv's
+candidates are timed in context (``timing.in_context``): a cover then takes the dense
+layer's time less what it saved there. Every choice is recorded in ``choices``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ from ..sparse.cover import Cover, coarser_covers, find_cover, one_block, ranged
 from ..sparse.crop import crop_unread_border
 from ..sparse.layers import LAYER_KINDS, connection_mask, constant, known_sizes
 from ..sparse.order import ACTIVATIONS, absorber, permute_reader
-from ..sparse.timing import Setting, Timer, single_layer_model
+from ..sparse.timing import (
+    IN_CONTEXT,
+    Setting,
+    Timer,
+    in_context,
+    saved_in_context,
+    single_layer_model,
+)
 from .read_parts import ReadPartsDirectly
 
 MARGIN = 0.97  # a cover must take at most this fraction of the dense layer's time somewhere
@@ -225,14 +233,24 @@ class SparseCompute(ir.passes.InPlacePass):
         after = layer.activation.op_type if layer.activation is not None else ""
         key = f"{self.precision}|{op}|{sorted(attributes.items())}|{layer.shape}|" \
               f"{list(layer.weight.shape)}|bias {layer.bias is not None}|{after}"
+        context = self.quantizer is None and op == "Conv" and len(layer.shape) == 4
         candidates = [(key, self._candidate(dense, layer.shape, opset))]
+        if context:
+            candidates.append((f"{key}|{IN_CONTEXT}", self._candidate(
+                in_context(dense, layer.weight.shape[1], layer.weight.shape[0]), layer.shape,
+                opset)))
         for _, cover in covers:
             sizes = [(len(b.rows), len(b.cols), channel_access(b.cols, layer.weight.shape[1]))
                      for b in cover.blocks]
             restore = may_restore and not _identity(cover)
-            candidates.append((f"{key}|{sizes}|{restore}",
-                               self._candidate(covered(cover, restore), layer.shape, opset)))
-        dense_ms, *cover_ms = self.timer.times(candidates, layer.shape)
+            build = covered(cover, restore)
+            if context:
+                build = in_context(build, layer.weight.shape[1], layer.weight.shape[0])
+            candidates.append((f"{key}|{sizes}|{restore}" + f"|{IN_CONTEXT}" * context,
+                               self._candidate(build, layer.shape, opset)))
+        dense_ms, *timed = self.timer.times(candidates, layer.shape)
+        cover_ms = [saved_in_context(dense_ms, timed[0], ms) for ms in timed[1:]] \
+            if context else timed
         ratios = [[ms[s] / dense_ms[s] for s in dense_ms] for ms in cover_ms]
         best = min(range(len(covers)), key=lambda i: (not _gains(ratios[i]),
                                                       _geometric_mean(ratios[i])))

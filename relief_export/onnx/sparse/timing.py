@@ -6,7 +6,8 @@ Each (candidate, batch size, thread count) is timed interleaved with the others 
 every candidate once after a warm-up, and the median of the rounds is its time. Times are
 cached by the candidate's structure (op, attributes, input shape, block sizes): a network with
 repeated layer shapes is timed once per shape; with a cache file (``timing_cache``) the times
-outlive the export.
+outlive the export. ``in_context`` puts a Conv candidate between two 1x1 Convs, the layout
+onnxruntime gives it in a network.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import onnx
 import onnx_ir as ir
 
 from ...runtime.ort import session
+from .build import Writer
 from .timing_cache import load_cache, machine_key, save_cache
 
 ROUNDS = 7
 WARMUP = 2
 MAX_ROUNDS = 400
+IN_CONTEXT = "in context"  # a Conv candidate timed between two Convs (in_context)
 MIN_MS = 20.0  # a candidate runs at least this long in all (a small layer's runs are short)
 
 
@@ -127,3 +130,28 @@ def single_layer_model(build: Callable[[ir.Graph, ir.Value], ir.Value],
     output = build(graph, x)
     graph.outputs.append(output)
     return ir.Model(graph, ir_version=min(onnx.IR_VERSION, 10))
+
+
+def in_context(build: Callable[[ir.Graph, ir.Value], ir.Value], channels_in: int,
+               channels_out: int) -> Callable[[ir.Graph, ir.Value], ir.Value]:
+    """``build`` between two 1x1 Convs (seeded weights) of its input's and its output's
+    channels, as a Conv sits in a network: onnxruntime runs a chain of Convs in its blocked
+    channel layout and reorders the layout around other ops, such as a cover's Gather,
+    Split and Concat. Timed alone, the dense Conv pays those reorders; in a network, not."""
+    rng = np.random.default_rng(0)
+    weights = [rng.standard_normal((c, c, 1, 1)).astype(np.float32) / c
+               for c in (channels_in, channels_out)]
+
+    def wrapped(graph: ir.Graph, x: ir.Value) -> ir.Value:
+        writer = Writer(graph, None, "context")
+        y = writer.layer("Conv", x, weights[0], None, {}, None, "before")
+        return writer.layer("Conv", build(graph, y), weights[1], None, {}, None, "after")
+    return wrapped
+
+
+def saved_in_context(dense: dict[Setting, float], dense_in_context: dict[Setting, float],
+                      cover_in_context: dict[Setting, float]) -> dict[Setting, float]:
+    """A cover's ms as the dense layer's less what it saved in context:
+    t_dense - (t_dense,context - t_cover,context), at least 1% of t_dense."""
+    return {s: max(ms - (dense_in_context[s] - cover_in_context[s]), 0.01 * ms)
+            for s, ms in dense.items()}
