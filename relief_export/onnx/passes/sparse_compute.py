@@ -30,10 +30,18 @@ import onnx
 import onnx_ir as ir
 
 from ..sparse.build import Activation, Writer, channel_access
-from ..sparse.cover import Cover, coarser_covers, find_cover, one_block, ranged
+from ..sparse.cover import (
+    Cover,
+    coarser_covers,
+    find_cover,
+    gathers,
+    grouping_order,
+    one_block,
+    ranged,
+)
 from ..sparse.crop import crop_unread_border
 from ..sparse.layers import LAYER_KINDS, connection_mask, constant, known_sizes
-from ..sparse.order import ACTIVATIONS, absorber, permute_reader
+from ..sparse.order import ACTIVATIONS, absorber, permute_reader, reorder_producer
 from ..sparse.timing import (
     IN_CONTEXT,
     Setting,
@@ -150,6 +158,12 @@ class SparseCompute(ir.passes.InPlacePass):
             layer = cropped
         mask = connection_mask(layer.weight)
         finest = find_cover(mask, self.max_blocks)
+        if gathers(finest) and reorder_producer(layer.node, grouping_order(finest)):
+            reordered = _read(layer.node)  # its blocks now read ranges
+            assert reordered is not None
+            layer = reordered
+            mask = connection_mask(layer.weight)
+            finest = find_cover(mask, self.max_blocks)
         kind = LAYER_KINDS[layer.node.op_type]
         reader = absorber(layer.output, kind.channel_axis)
         record = self._record(layer, finest, reader is not None)

@@ -111,6 +111,19 @@ def ranged(cover: Cover) -> Cover | None:
     return None if blocks == cover.blocks else Cover(blocks, cover.shape)
 
 
+def gathers(cover: Cover) -> bool:
+    """Some block of a cover of two or more blocks reads channels that are not a range."""
+    return len(cover.blocks) > 1 and \
+        any(b.cols != tuple(range(b.cols[0], b.cols[-1] + 1)) for b in cover.blocks)
+
+
+def grouping_order(cover: Cover) -> tuple[int, ...]:
+    """The input channels block by block (each at its first block), then those none reads:
+    under this order, blocks that read disjoint channels read ranges."""
+    order = dict.fromkeys(c for b in cover.blocks for c in b.cols)
+    return tuple(order) + tuple(c for c in range(cover.shape[1]) if c not in order)
+
+
 def _added(a: Block, b: Block) -> int:
     """The multiply-adds merging blocks ``a`` and ``b`` adds: |R_a u R_b| |C_a u C_b| -
     |R_a| |C_a| - |R_b| |C_b|."""

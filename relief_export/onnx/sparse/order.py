@@ -3,7 +3,8 @@ only through per-channel ops (activations, pooling, dropout, spatial means; on t
 only per-element ones) into one layer that alone reads them on that axis: that layer's
 weight is permuted along its input channels to match, W'[:, j] = W[:, order[j]] (rows of a
 MatMul's [I, O]; after a flatten of [C, *spatial], blocks of S = prod(spatial) columns move
-together)."""
+together). A layer left dense may have its units reordered the same way, for the layer that
+reads them (``reorder_producer``)."""
 
 from __future__ import annotations
 
@@ -108,3 +109,49 @@ def permute_reader(absorber: Absorber, order: tuple[int, ...]) -> None:
     blocks = np.array(order)[:, None] * absorber.block + np.arange(absorber.block)[None, :]
     permuted = np.take(weight, blocks.reshape(-1), axis=absorber.input_axis)
     absorber.weight.const_value = ir.tensor(np.ascontiguousarray(permuted))
+
+
+def reorder_producer(node: ir.Node, order: tuple[int, ...]) -> bool:
+    """Give the input channels of layer ``node`` the order ``order`` (new channel j is old
+    channel order[j]) where they are the units of a layer whose weight and bias only it reads,
+    flowing to ``node`` alone through per-channel ops: that layer's rows and bias are
+    permuted, W_p'[j] = W_p[order[j]], and ``node``'s columns, W'[:, j] = W[:, order[j]].
+    Whether it was done."""
+    producer = _producer_layer(node.inputs[0])
+    if producer is None:
+        return False
+    kind = LAYER_KINDS[producer.op_type]
+    reader = absorber(producer.outputs[0], kind.channel_axis)
+    if reader is None or reader.weight is not node.inputs[1]:
+        return False
+    weight, bias = producer.inputs[1], producer.inputs[2] if len(producer.inputs) > 2 else None
+    for value in (weight, bias):
+        if value is not None and (constant(value) is None or len(value.uses()) != 1 or
+                                  value.is_graph_input()):
+            return False
+    assert weight is not None
+    rows = np.array(order)
+    stored = constant(weight)
+    assert stored is not None
+    weight.const_value = ir.tensor(np.ascontiguousarray(
+        kind.stored(kind.units_first(stored)[rows])))
+    if bias is not None:
+        values = constant(bias)
+        assert values is not None
+        bias.const_value = ir.tensor(np.ascontiguousarray(values.reshape(-1)[rows]))
+    permute_reader(reader, order)
+    return True
+
+
+def _producer_layer(value: ir.Value | None) -> ir.Node | None:
+    """The layer of ``LAYER_KINDS`` (with its bias as an input) upstream of ``value`` through
+    nodes that each alone read the one before; ``absorber`` then checks that path."""
+    for _ in range(8):
+        node = value.producer() if value is not None else None
+        if node is None or len(node.outputs) != 1:
+            return None
+        kind = LAYER_KINDS.get(node.op_type)
+        if kind is not None:
+            return node if kind.bias_input and kind.eligible(node) else None
+        value = node.inputs[0] if node.inputs else None
+    return None
