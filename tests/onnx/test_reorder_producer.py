@@ -79,3 +79,36 @@ def test_a_producer_read_elsewhere_keeps_its_order():
         expected = model(x).numpy()
     runtime, reference = run_both(exported, x.numpy())
     assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5
+
+
+class ConvFlattenedIntoGroups(nn.Module):
+    """c (1 -> 4 channels, 3 x 3) -> ReLU -> flatten (4 x 16 features) -> fc (64 -> 6) in 2
+    hidden groups of interleaved features: the fc's columns are features, not c's units."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.c, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(64, 6)
+        keep = torch.zeros(6, 64, dtype=torch.bool)
+        keep[:3, 0::2] = True
+        keep[3:, 1::2] = True
+        with torch.no_grad():
+            self.fc.weight.mul_(keep)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.c(x)).flatten(1))
+
+
+def test_a_producer_behind_a_flatten_keeps_its_order():
+    """The fc's blocks gather features; c is not reordered (its 4 units are not the fc's
+    64 columns), and the covered graph computes the model's function."""
+    model = ConvFlattenedIntoGroups().eval()
+    x = torch.randn(2, 1, 4, 4)
+    exported = to_onnx(model, x)
+    compute = SparseCompute(force="cover")
+    compute(exported)
+    assert compute.choices[-1].blocks == 2
+    with torch.no_grad():
+        expected = model(x).numpy()
+    runtime, reference = run_both(exported, x.numpy())
+    assert relative(expected, runtime) <= 1e-5 and relative(expected, reference) <= 1e-5

@@ -122,8 +122,8 @@ def reorder_producer(node: ir.Node, order: tuple[int, ...]) -> bool:
         return False
     kind = LAYER_KINDS[producer.op_type]
     reader = absorber(producer.outputs[0], kind.channel_axis)
-    if reader is None or reader.weight is not node.inputs[1]:
-        return False
+    if reader is None or reader.weight is not node.inputs[1] or reader.block != 1:
+        return False  # after a flatten, the reader's columns are not the producer's units
     weight, bias = producer.inputs[1], producer.inputs[2] if len(producer.inputs) > 2 else None
     for value in (weight, bias):
         if value is not None and (constant(value) is None or len(value.uses()) != 1 or
@@ -133,6 +133,8 @@ def reorder_producer(node: ir.Node, order: tuple[int, ...]) -> bool:
     rows = np.array(order)
     stored = constant(weight)
     assert stored is not None
+    if len(rows) != kind.units_first(stored).shape[0]:
+        return False
     weight.const_value = ir.tensor(np.ascontiguousarray(
         kind.stored(kind.units_first(stored)[rows])))
     if bias is not None:
