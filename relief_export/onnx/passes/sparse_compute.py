@@ -30,18 +30,10 @@ import onnx
 import onnx_ir as ir
 
 from ..sparse.build import Activation, Writer, channel_access
-from ..sparse.cover import (
-    Cover,
-    coarser_covers,
-    find_cover,
-    gathers,
-    grouping_order,
-    one_block,
-    ranged,
-)
+from ..sparse.cover import Cover, coarser_covers, find_cover, one_block, ranged
 from ..sparse.crop import crop_unread_border
 from ..sparse.layers import LAYER_KINDS, connection_mask, constant, known_sizes
-from ..sparse.order import ACTIVATIONS, absorber, permute_reader, reorder_producer
+from ..sparse.order import ACTIVATIONS, absorber, permute_reader, reorder_for_blocks
 from ..sparse.timing import (
     IN_CONTEXT,
     Setting,
@@ -158,7 +150,7 @@ class SparseCompute(ir.passes.InPlacePass):
             layer = cropped
         mask = connection_mask(layer.weight)
         finest = find_cover(mask, self.max_blocks)
-        if gathers(finest) and reorder_producer(layer.node, grouping_order(finest)):
+        if reorder_for_blocks(layer.node, finest):
             reordered = _read(layer.node)  # its blocks now read ranges
             assert reordered is not None
             layer = reordered

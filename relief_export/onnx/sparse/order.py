@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from .cover import Cover, gathers, grouping_order
 from .layers import LAYER_KINDS, absorbable_weight, constant, known_sizes
 
 PER_CHANNEL_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu",
@@ -109,6 +110,13 @@ def permute_reader(absorber: Absorber, order: tuple[int, ...]) -> None:
     blocks = np.array(order)[:, None] * absorber.block + np.arange(absorber.block)[None, :]
     permuted = np.take(weight, blocks.reshape(-1), axis=absorber.input_axis)
     absorber.weight.const_value = ir.tensor(np.ascontiguousarray(permuted))
+
+
+def reorder_for_blocks(node: ir.Node, cover: Cover) -> bool:
+    """Where some block of ``cover`` (of layer ``node``) gathers its channels, reorder them
+    block by block (``cover.grouping_order``) through the layer that produces them, so that
+    the blocks read ranges; whether it was done (the cover is then to be found again)."""
+    return gathers(cover) and reorder_producer(node, grouping_order(cover))
 
 
 def reorder_producer(node: ir.Node, order: tuple[int, ...]) -> bool:
