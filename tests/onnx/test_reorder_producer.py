@@ -7,7 +7,13 @@ from torch import nn
 
 from relief_export.onnx.emit import to_onnx
 from relief_export.onnx.passes import SparseCompute
-from relief_export.onnx.sparse.cover import Block, Cover, gathers, grouping_order
+from relief_export.onnx.sparse.cover import (
+    Block,
+    Cover,
+    gathers,
+    grouping_order,
+    in_channel_order,
+)
 
 from .test_sparse_compute import relative, run_both
 
@@ -20,6 +26,13 @@ def test_the_grouping_order_by_hand():
     assert gathers(cover)
     assert not gathers(Cover((Block((0,), (0, 1)), Block((1,), (2, 3))), (2, 5)))
     assert not gathers(Cover((Block((0, 1), (0, 3)),), (2, 5)))
+
+
+def test_a_cover_in_its_grouping_order_reads_ranges():
+    """Under (0, 2, 1, 3, 4), old channels 0, 2 are new 0, 1 and old 1, 3 new 2, 3."""
+    cover = Cover((Block((0,), (0, 2)), Block((1,), (1, 3))), (2, 5))
+    moved = in_channel_order(cover, grouping_order(cover))
+    assert moved.blocks == (Block((0,), (0, 1)), Block((1,), (2, 3))) and not gathers(moved)
 
 
 class DenseThenGrouped(nn.Module):

@@ -150,12 +150,11 @@ class SparseCompute(ir.passes.InPlacePass):
             layer = cropped
         mask = connection_mask(layer.weight)
         finest = find_cover(mask, self.max_blocks)
-        if reorder_for_blocks(layer.node, finest):
-            reordered = _read(layer.node)  # its blocks now read ranges
+        ranges = reorder_for_blocks(layer.node, finest)
+        if ranges is not None:  # its input channels reordered: the blocks now read ranges
+            reordered = _read(layer.node)
             assert reordered is not None
-            layer = reordered
-            mask = connection_mask(layer.weight)
-            finest = find_cover(mask, self.max_blocks)
+            layer, mask, finest = reordered, connection_mask(reordered.weight), ranges
         kind = LAYER_KINDS[layer.node.op_type]
         reader = absorber(layer.output, kind.channel_axis)
         record = self._record(layer, finest, reader is not None)
@@ -240,20 +239,21 @@ class SparseCompute(ir.passes.InPlacePass):
         key = f"{self.precision}|{op}|{sorted(attributes.items())}|{layer.shape}|" \
               f"{list(layer.weight.shape)}|bias {layer.bias is not None}|{after}"
         context = self.quantizer is None and op == "Conv" and len(layer.shape) == 4
-        candidates = [(key, self._candidate(dense, layer.shape, opset))]
-        if context:
-            candidates.append((f"{key}|{IN_CONTEXT}", self._candidate(
-                in_context(dense, layer.weight.shape[1], layer.weight.shape[0]), layer.shape,
-                opset)))
+        units, channels = layer.weight.shape[:2]
+
+        def timed_as(build: Callable[[ir.Graph, ir.Value], ir.Value]) -> Callable[[], ir.Model]:
+            return self._candidate(in_context(build, channels, units) if context else build,
+                                   layer.shape, opset)
+
+        suffix = f"|{IN_CONTEXT}" * context
+        candidates = [(key, self._candidate(dense, layer.shape, opset))] + \
+            [(key + suffix, timed_as(dense))] * context
         for _, cover in covers:
-            sizes = [(len(b.rows), len(b.cols), channel_access(b.cols, layer.weight.shape[1]))
+            sizes = [(len(b.rows), len(b.cols), channel_access(b.cols, channels))
                      for b in cover.blocks]
             restore = may_restore and not _identity(cover)
-            build = covered(cover, restore)
-            if context:
-                build = in_context(build, layer.weight.shape[1], layer.weight.shape[0])
-            candidates.append((f"{key}|{sizes}|{restore}" + f"|{IN_CONTEXT}" * context,
-                               self._candidate(build, layer.shape, opset)))
+            candidates.append((f"{key}|{sizes}|{restore}{suffix}",
+                               timed_as(covered(cover, restore))))
         dense_ms, *timed = self.timer.times(candidates, layer.shape)
         cover_ms = [saved_in_context(dense_ms, timed[0], ms) for ms in timed[1:]] \
             if context else timed

@@ -124,6 +124,13 @@ def grouping_order(cover: Cover) -> tuple[int, ...]:
     return tuple(order) + tuple(c for c in range(cover.shape[1]) if c not in order)
 
 
+def in_channel_order(cover: Cover, order: tuple[int, ...]) -> Cover:
+    """``cover`` once the channels are reordered (new channel j is old channel order[j])."""
+    position = {old: new for new, old in enumerate(order)}
+    return Cover(tuple(Block(b.rows, tuple(sorted(position[c] for c in b.cols)))
+                       for b in cover.blocks), cover.shape)
+
+
 def _added(a: Block, b: Block) -> int:
     """The multiply-adds merging blocks ``a`` and ``b`` adds: |R_a u R_b| |C_a u C_b| -
     |R_a| |C_a| - |R_b| |C_b|."""

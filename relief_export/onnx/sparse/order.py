@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
-from .cover import Cover, gathers, grouping_order
+from .cover import Cover, gathers, grouping_order, in_channel_order
 from .layers import LAYER_KINDS, absorbable_weight, constant, known_sizes
 
 PER_CHANNEL_OPS = {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "Elu",
@@ -112,11 +112,14 @@ def permute_reader(absorber: Absorber, order: tuple[int, ...]) -> None:
     absorber.weight.const_value = ir.tensor(np.ascontiguousarray(permuted))
 
 
-def reorder_for_blocks(node: ir.Node, cover: Cover) -> bool:
+def reorder_for_blocks(node: ir.Node, cover: Cover) -> Cover | None:
     """Where some block of ``cover`` (of layer ``node``) gathers its channels, reorder them
     block by block (``cover.grouping_order``) through the layer that produces them, so that
-    the blocks read ranges; whether it was done (the cover is then to be found again)."""
-    return gathers(cover) and reorder_producer(node, grouping_order(cover))
+    the blocks read ranges: ``cover`` in the new channel order, or None when not done."""
+    if not gathers(cover):
+        return None
+    order = grouping_order(cover)
+    return in_channel_order(cover, order) if reorder_producer(node, order) else None
 
 
 def reorder_producer(node: ir.Node, order: tuple[int, ...]) -> bool:
@@ -141,10 +144,9 @@ def reorder_producer(node: ir.Node, order: tuple[int, ...]) -> bool:
     rows = np.array(order)
     stored = constant(weight)
     assert stored is not None
-    if len(rows) != kind.units_first(stored).shape[0]:
-        return False
-    weight.const_value = ir.tensor(np.ascontiguousarray(
-        kind.stored(kind.units_first(stored)[rows])))
+    units = kind.units_first(stored)
+    assert len(rows) == units.shape[0], "the reader's channels are the producer's units"
+    weight.const_value = ir.tensor(np.ascontiguousarray(kind.stored(units[rows])))
     if bias is not None:
         values = constant(bias)
         assert values is not None
